@@ -1,0 +1,1 @@
+"""The few-shot split, its configuration and its evaluation dataloader."""

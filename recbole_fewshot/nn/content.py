@@ -1,0 +1,128 @@
+"""Item content encoder shared by every content-based model of the package.
+
+It turns every item feature RecBole loaded into one vector per item:
+
+* ``token``: an embedding per token;
+* ``token_seq`` (genres, title words): mean of the token embeddings, padding ignored;
+* ``float``: standardised over the item table, then a linear map;
+* ``float_seq`` (e.g. precomputed text embeddings of a pretrained language model): standardised per
+  dimension over the item table, then a linear map.
+
+Field vectors are concatenated and projected to ``embedding_size``. Statistics come from the item
+table alone (item content, never interactions). With no item features ``has_content`` is False and
+the encoder returns zeros, so a model still runs (and knows that content-only scores are hopeless).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from recbole.utils import FeatureType
+from torch import nn
+
+_SUPPORTED = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT, FeatureType.FLOAT_SEQ)
+
+
+def content_fields(dataset, fields: Sequence[str] | None) -> list[str]:
+    """The item fields to encode: ``fields`` if given (checked), else every supported item field but the id."""
+    if dataset.item_feat is None:
+        if fields:
+            raise ValueError(f"item_content_fields={list(fields)} but the dataset loaded no item features: "
+                             "add the fields to load_col: item")
+        return []
+    available = [f for f in dataset.item_feat.columns if f != dataset.iid_field and dataset.field2type[f] in _SUPPORTED]
+    if fields is None:
+        return available
+    missing = [f for f in fields if f not in available]
+    if missing:
+        raise ValueError(f"item_content_fields {missing} are not loaded item features; available: {available}")
+    return list(fields)
+
+
+class ItemContentEncoder(nn.Module):
+    """Encodes items (by id, or by feature tensors for items added after training) from their content."""
+
+    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None = None):
+        super().__init__()
+        self.fields = content_fields(dataset, fields)
+        self.field_types = {f: dataset.field2type[f] for f in self.fields}
+        self.embedding_size = embedding_size
+        self.encoders = nn.ModuleDict()
+        for field in self.fields:
+            values = dataset.item_feat[field]
+            ftype = self.field_types[field]
+            if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
+                self.encoders[field] = nn.Embedding(dataset.num(field), embedding_size, padding_idx=0)
+                self.register_buffer(f"feature_{field}", values.long())
+            else:
+                values = values.float()
+                if ftype == FeatureType.FLOAT:
+                    values = values.unsqueeze(-1)
+                mean, std = values.mean(0), values.std(0).clamp_min(1e-6)
+                self.register_buffer(f"mean_{field}", mean)
+                self.register_buffer(f"std_{field}", std)
+                self.register_buffer(f"feature_{field}", values)
+                self.encoders[field] = nn.Linear(values.shape[-1], embedding_size)
+        width = max(len(self.fields), 1) * embedding_size
+        self.projection = nn.Linear(width, embedding_size)
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self.fields)
+
+    def item_features(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The stored feature tensors of ``items`` (ids)."""
+        return {field: getattr(self, f"feature_{field}")[items] for field in self.fields}
+
+    def encode_features(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Encode feature tensors laid out like ``item_features`` (one row per item)."""
+        parts = []
+        for field in self.fields:
+            value, ftype = features[field], self.field_types[field]
+            if ftype == FeatureType.TOKEN:
+                parts.append(self.encoders[field](value))
+            elif ftype == FeatureType.TOKEN_SEQ:
+                mask = (value > 0).unsqueeze(-1).float()
+                summed = (self.encoders[field](value) * mask).sum(-2)
+                parts.append(summed / mask.sum(-2).clamp_min(1.0))
+            else:
+                scaled = (value - getattr(self, f"mean_{field}")) / getattr(self, f"std_{field}")
+                parts.append(self.encoders[field](scaled))
+        if not parts:
+            any_value = next(iter(features.values()), None)
+            rows = 0 if any_value is None else any_value.shape[0]
+            return self.projection.weight.new_zeros(rows, self.embedding_size)
+        return self.projection(torch.cat(parts, dim=-1))
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """Content embeddings of ``items`` (ids), shape ``[*items.shape, embedding_size]``."""
+        if not self.has_content:
+            return self.projection.weight.new_zeros(*items.shape, self.embedding_size)
+        flat = items.reshape(-1)
+        return self.encode_features(self.item_features(flat)).view(*items.shape, self.embedding_size)
+
+    def features_from_raw(self, dataset, rows: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
+        """Feature tensors for items given as raw values (tokens as in the atomic file); unknown tokens pad."""
+        device = self.projection.weight.device
+        features = {}
+        for field in self.fields:
+            ftype, token_id = self.field_types[field], dataset.field2token_id.get(field, {})
+            stored = getattr(self, f"feature_{field}")
+            column = []
+            for row in rows:
+                value = row.get(field)
+                if ftype == FeatureType.TOKEN:
+                    column.append(token_id.get(str(value), 0) if value is not None else 0)
+                elif ftype == FeatureType.TOKEN_SEQ:
+                    tokens = value.split() if isinstance(value, str) else list(value or [])
+                    ids = [token_id.get(str(t), 0) for t in tokens][: stored.shape[-1]]
+                    column.append(ids + [0] * (stored.shape[-1] - len(ids)))
+                elif ftype == FeatureType.FLOAT:
+                    column.append([float(value) if value is not None else float(getattr(self, f"mean_{field}"))])
+                else:
+                    vector = [float(v) for v in (value.split() if isinstance(value, str) else value or [])]
+                    column.append(vector if vector else getattr(self, f"mean_{field}").tolist())
+            dtype = torch.long if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ) else torch.float
+            features[field] = torch.tensor(column, dtype=dtype, device=device)
+        return features

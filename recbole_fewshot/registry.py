@@ -1,0 +1,90 @@
+"""Registering plugin models with RecBole 1.2.1, which has no entry-point registry.
+
+RecBole resolves names in three places, and each is served here:
+
+* models: ``get_model`` calls ``importlib.util.find_spec('recbole.model.<type>_recommender.<lowercase>')``,
+  which consults ``sys.modules`` first, so every plugin model module is aliased there;
+* trainers: ``get_trainer`` looks up the attribute ``recbole.trainer.<Model>Trainer``;
+* datasets: ``create_dataset`` looks up ``recbole.data.dataset.<Model>Dataset``.
+
+Model defaults come from ``recbole_fewshot/properties/model/<Model>.yaml`` (see ``compat``).
+A model is any module under ``recbole_fewshot/model/`` that defines a class of the same name
+(lowercased); its trainer, if it needs one, is ``recbole_fewshot.trainer.<Model>Trainer``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import recbole
+import recbole.data.dataset
+import recbole.trainer
+from recbole.utils import ModelType
+
+MODEL_PACKAGE = "recbole_fewshot.model"
+PROPERTIES_DIR = Path(__file__).parent / "properties" / "model"
+_RECBOLE_SUBPACKAGE = {
+    ModelType.GENERAL: "general_recommender",
+    ModelType.CONTEXT: "context_aware_recommender",
+    ModelType.SEQUENTIAL: "sequential_recommender",
+    ModelType.KNOWLEDGE: "knowledge_aware_recommender",
+    ModelType.TRADITIONAL: "general_recommender",
+}
+
+
+@lru_cache(maxsize=None)
+def plugin_models() -> dict[str, type]:
+    """Every plugin model class by name."""
+    package = importlib.import_module(MODEL_PACKAGE)
+    models = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{MODEL_PACKAGE}.{info.name}")
+        classes = [obj for key, obj in vars(module).items() if key.lower() == info.name and isinstance(obj, type)]
+        if len(classes) != 1:
+            raise ImportError(f"{module.__name__} must define exactly one model class named like the file")
+        models[classes[0].__name__] = classes[0]
+    return models
+
+
+@lru_cache(maxsize=None)
+def builtin_models() -> tuple[str, ...]:
+    """Names of RecBole's own models, read from its source files (importing some needs lightgbm/xgboost)."""
+    names = []
+    for path in sorted((Path(recbole.__file__).parent / "model").glob("*_recommender/*.py")):
+        if path.stem == "__init__":
+            continue
+        for match in re.finditer(r"^class (\w+)\(", path.read_text(encoding="utf-8"), re.MULTILINE):
+            if match.group(1).lower() == path.stem:
+                names.append(match.group(1))
+    return tuple(sorted(set(names)))
+
+
+def model_config_file(model: str) -> Path | None:
+    """The plugin's default config for ``model``, or None for a built-in model."""
+    path = PROPERTIES_DIR / f"{model}.yaml"
+    return path if model in plugin_models() and path.is_file() else None
+
+
+def register_all() -> None:
+    """Make every plugin model, trainer and dataset visible to RecBole's lookups; idempotent."""
+    trainers = importlib.import_module("recbole_fewshot.trainer")
+    datasets = importlib.import_module("recbole_fewshot.data")
+    clashes = set(plugin_models()) & set(builtin_models())
+    if clashes:
+        raise ImportError(f"plugin models {sorted(clashes)} shadow RecBole built-ins; rename them")
+    for name, model_class in plugin_models().items():
+        alias = f"recbole.model.{_RECBOLE_SUBPACKAGE[model_class.type]}.{name.lower()}"
+        sys.modules[alias] = sys.modules[model_class.__module__]
+        trainer = getattr(trainers, f"{name}Trainer", None)
+        if trainer is not None:
+            setattr(recbole.trainer, f"{name}Trainer", trainer)
+        dataset = getattr(datasets, f"{name}Dataset", None)
+        if dataset is not None:
+            setattr(recbole.data.dataset, f"{name}Dataset", dataset)
