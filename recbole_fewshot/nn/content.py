@@ -2,7 +2,7 @@
 
 It turns every item feature RecBole loaded into one vector per item:
 
-* ``token``: an embedding per token;
+* ``token``: an embedding per token (zero at start: tokens never trained stay neutral);
 * ``token_seq`` (genres, title words): mean of the token embeddings, padding ignored;
 * ``float``: standardised over the item table, then a linear map;
 * ``float_seq`` (e.g. precomputed text embeddings of a pretrained language model): standardised per
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from recbole.utils import FeatureType
 from torch import nn
 
@@ -40,6 +41,21 @@ def content_fields(dataset, fields: Sequence[str] | None) -> list[str]:
     return list(fields)
 
 
+class TokenEmbedding(nn.Module):
+    """A token embedding that starts at zero and that models' ``nn.Embedding`` initialisers leave alone.
+
+    A token seen only on new items (a release year, a title word that first appears with them) gets
+    no gradient in training; starting at zero it stays neutral instead of adding random noise.
+    """
+
+    def __init__(self, num_tokens: int, embedding_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_tokens, embedding_size))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.embedding(tokens, self.weight, padding_idx=0)
+
+
 class ItemContentEncoder(nn.Module):
     """Encodes items (by id, or by feature tensors for items added after training) from their content."""
 
@@ -53,7 +69,7 @@ class ItemContentEncoder(nn.Module):
             values = dataset.item_feat[field]
             ftype = self.field_types[field]
             if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
-                self.encoders[field] = nn.Embedding(dataset.num(field), embedding_size, padding_idx=0)
+                self.encoders[field] = TokenEmbedding(dataset.num(field), embedding_size)
                 self.register_buffer(f"feature_{field}", values.long())
             else:
                 values = values.float()
@@ -102,12 +118,16 @@ class ItemContentEncoder(nn.Module):
         flat = items.reshape(-1)
         return self.encode_features(self.item_features(flat)).view(*items.shape, self.embedding_size)
 
-    def features_from_raw(self, dataset, rows: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
-        """Feature tensors for items given as raw values (tokens as in the atomic file); unknown tokens pad."""
+    def features_from_raw(self, field2token_id: Mapping[str, Mapping[str, int]],
+                          rows: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
+        """Feature tensors for items given as raw values (tokens as in the atomic file); unknown tokens pad.
+
+        ``field2token_id`` is the training dataset's mapping of the same name.
+        """
         device = self.projection.weight.device
         features = {}
         for field in self.fields:
-            ftype, token_id = self.field_types[field], dataset.field2token_id.get(field, {})
+            ftype, token_id = self.field_types[field], field2token_id.get(field, {})
             stored = getattr(self, f"feature_{field}")
             column = []
             for row in rows:

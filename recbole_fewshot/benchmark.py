@@ -1,0 +1,303 @@
+"""The benchmark: models x shots x seeds on few-shot splits, into a CSV, a Markdown table and a plot.
+
+Every cell (model, K, seed) runs RecBole's own pipeline (``Config``, ``create_dataset``,
+``data_preparation``, ``get_model``, ``get_trainer``, ``fit``, ``evaluate``: the steps of
+``run_recbole``, timed one by one) in a child process, so one failing cell cannot stop the others,
+its peak memory is its own, and RecBole's chatter goes to its log file. All models of one (K, seed)
+share one split. A cell already in ``results.csv`` with the same parameters is skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_METRICS = ["Recall", "NDCG", "Hit", "MRR", "Precision", "ItemCoverage"]
+KEY_COLUMNS = ["dataset", "model", "shots", "seed", "candidates", "params"]
+TIMING_COLUMNS = ["epochs", "train_seconds", "seconds_per_epoch", "eval_seconds", "peak_memory_mb"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One benchmark run: a model label (a model name or a variant) on the split of (shots, seed)."""
+
+    model: str
+    shots: int
+    seed: int
+
+
+def model_spec(label: str) -> tuple[str, dict]:
+    """The RecBole model name and config of a label: a model, or a variant in ``configs/variants``."""
+    variant = CONFIG_DIR / "variants" / f"{label}.yaml"
+    if variant.is_file():
+        config = yaml.safe_load(variant.read_text(encoding="utf-8")) or {}
+        return config.pop("model"), config
+    model_file = CONFIG_DIR / "models" / f"{label}.yaml"
+    config = yaml.safe_load(model_file.read_text(encoding="utf-8")) if model_file.is_file() else {}
+    return label, config or {}
+
+
+def list_models() -> list[str]:
+    """Every built-in and plugin model and every benchmark variant."""
+    from recbole_fewshot import registry
+
+    variants = sorted(p.stem for p in (CONFIG_DIR / "variants").glob("*.yaml"))
+    return sorted(registry.plugin_models()) + variants + list(registry.builtin_models())
+
+
+def _params_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cell_config(cell: Cell, split_name: str, split_path: Path, candidates: str, base: dict, out: Path) -> tuple[str, dict]:
+    """The model name and the full config_dict of a cell."""
+    model, model_config = model_spec(cell.model)
+    config = {
+        **yaml.safe_load((CONFIG_DIR / "benchmark.yaml").read_text(encoding="utf-8")),
+        **model_config,
+        **base,
+        "seed": cell.seed,
+        "data_path": str(split_path),
+        "fewshot_candidates": candidates,
+        "checkpoint_dir": str(out / "saved"),
+        "log_root": str(out / "log"),
+    }
+    return model, config
+
+
+def run_cell(model: str, dataset: str, config_dict: dict) -> dict:
+    """RecBole's run_recbole pipeline for one cell, with timings. Runs in the child process."""
+    import resource
+
+    import recbole_fewshot  # noqa: F401
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+    config = Config(model=model, dataset=dataset, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    eval_seconds = time.perf_counter() - start
+    epochs = len(trainer.train_loss_dict)
+    return {
+        "test": dict(test_result),
+        "valid": dict(best_valid_result or {}),
+        "best_valid_score": float(best_valid_score),
+        "epochs": epochs,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / max(epochs, 1),
+        "eval_seconds": eval_seconds,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _child_main(request_file: str, result_file: str) -> None:
+    request = json.loads(Path(request_file).read_text(encoding="utf-8"))
+    result = run_cell(request["model"], request["dataset"], request["config"])
+    Path(result_file).write_text(json.dumps(result), encoding="utf-8")
+
+
+def _run_in_child(model: str, dataset: str, config: dict, workdir: Path) -> dict:
+    with tempfile.TemporaryDirectory(dir=workdir) as folder:
+        request, result = Path(folder) / "request.json", Path(folder) / "result.json"
+        request.write_text(json.dumps({"model": model, "dataset": dataset, "config": config}), encoding="utf-8")
+        completed = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c",
+             "import sys; from recbole_fewshot.benchmark import _child_main; _child_main(sys.argv[1], sys.argv[2])",
+             str(request), str(result)],
+            cwd=workdir, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )
+        if completed.returncode != 0 or not result.is_file():
+            lines = (completed.stderr or completed.stdout).strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"child exited with {completed.returncode}")
+        return json.loads(result.read_text(encoding="utf-8"))
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    columns = list(KEY_COLUMNS)
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    temporary = path.with_suffix(".csv.tmp")
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean and std over seeds of every test metric: {(shots, model): {metric: (mean, std, n)}}."""
+    groups: dict[tuple[int, str], dict[str, list[float]]] = {}
+    for row in rows:
+        if row.get("status") != "ok":
+            continue
+        group = groups.setdefault((int(row["shots"]), row["model"]), {})
+        for column, value in row.items():
+            if column.startswith("test_") and value not in ("", None):
+                group.setdefault(column[5:], []).append(float(value))
+    return {key: {m: (*_mean_std(v), len(v)) for m, v in metrics.items()} for key, metrics in groups.items()}
+
+
+def write_markdown(rows: list[dict], path: Path, command: str, split_stats: dict[int, dict], candidates: str) -> None:
+    """results.md: per K a table of mean ± std over seeds, best per column in bold."""
+    summary = summarise(rows)
+    lines = [f"# Few-shot new-item benchmark (candidates: {candidates})", "", "```", command, "```", ""]
+    failed = [r for r in rows if r.get("status") != "ok"]
+    for shots in sorted({k for k, _ in summary}):
+        stats = split_stats.get(shots, {})
+        lines += [f"## K = {shots}", ""]
+        if stats:
+            lines += [
+                f"Split: {stats.get('items')} items, {stats.get('users')} users; new items valid "
+                f"{stats.get('valid_new_items')} / test {stats.get('test_new_items')}; test queries "
+                f"{stats.get('test_query_interactions')} from {stats.get('test_users')} users (seed of the first split).",
+                "",
+            ]
+        models = [m for k, m in sorted(summary) if k == shots]
+        metrics = sorted({metric for m in models for metric in summary[(shots, m)]},
+                         key=lambda name: (name.split("@")[0], int(name.split("@")[1]) if "@" in name else 0))
+        best = {metric: max(summary[(shots, m)].get(metric, (-1,))[0] for m in models) for metric in metrics}
+        lines.append("| model | seeds | " + " | ".join(metrics) + " |")
+        lines.append("|---|---|" + "---|" * len(metrics))
+        for model in models:
+            cells = []
+            for metric in metrics:
+                mean, std, _ = summary[(shots, model)].get(metric, (float("nan"), 0.0, 0))
+                text = f"{mean:.4f} ± {std:.4f}"
+                cells.append(f"**{text}**" if mean == best[metric] else text)
+            seeds = max(n for _, _, n in summary[(shots, model)].values())
+            lines.append(f"| {model} | {seeds} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if failed:
+        lines += ["## Failed cells", ""] + [f"- {r['model']} K={r['shots']} seed={r['seed']}: {r.get('error')}" for r in failed] + [""]
+    timing = _timing_lines(rows)
+    if timing:
+        lines += ["## Cost (mean over cells)", "", "| model | epochs | train s | s/epoch | eval s | peak MB |",
+                  "|---|---|---|---|---|---|"] + timing + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _timing_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for model in sorted({r["model"] for r in rows if r.get("status") == "ok"}):
+        mine = [r for r in rows if r["model"] == model and r.get("status") == "ok"]
+        means = [_mean_std([float(r[c]) for r in mine])[0] for c in TIMING_COLUMNS]
+        lines.append(f"| {model} | {means[0]:.1f} | {means[1]:.1f} | {means[2]:.2f} | {means[3]:.2f} | {means[4]:.0f} |")
+    return lines
+
+
+def plot(rows: list[dict], path: Path, metric: str = "ndcg@20") -> None:
+    """NDCG@20 against K, one line per model, error bars of one std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(rows)
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for model in sorted({m for _, m in summary}):
+        points = sorted((k, *summary[(k, m)][metric][:2]) for k, m in summary if m == model and metric in summary[(k, m)])
+        if points:
+            shots, means, stds = zip(*points)
+            axis.errorbar(shots, means, yerr=stds, marker="o", capsize=3, label=model)
+    axis.set_xlabel("K (support interactions per new item)")
+    axis.set_ylabel(metric.upper())
+    axis.set_title("New-item recommendation vs shots")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, ncol=2)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
+def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: int, out: str | os.PathLike,
+              data_path: str | None = None, candidates: str = "new", config_files: Sequence[str] = (),
+              overrides: dict | None = None, command: str = "", split_options: dict | None = None) -> list[dict]:
+    """Run every missing cell, then write results.csv, results.md and ndcg_vs_shots.png under ``out``."""
+    from tqdm import tqdm
+
+    from recbole_fewshot.data.split import SplitSpec, materialize, resolve_source
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base = {}
+    for file in config_files:
+        base.update(yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {})
+    base.update(overrides or {})
+    results_path = out / "results.csv"
+    rows = _read_rows(results_path)
+    done = {tuple(r[c] for c in KEY_COLUMNS) for r in rows if r.get("status") == "ok"}
+    source = resolve_source(dataset, data_path)
+    split_stats: dict[int, dict] = {}
+    cells = [Cell(m, k, s) for k in shots for s in range(2020, 2020 + seeds) for m in models]
+    progress = tqdm(cells, desc="cells", unit="cell", file=sys.stderr)
+    for cell in progress:
+        spec = SplitSpec(shots=cell.shots, seed=cell.seed, **(split_options or {}))
+        split_name, manifest = materialize(source, spec, out / "splits")
+        split_stats.setdefault(cell.shots, manifest["stats"])
+        model, config = cell_config(cell, split_name, out / "splits", candidates, base, out)
+        key = (dataset, cell.model, str(cell.shots), str(cell.seed), candidates, _params_hash({"model": model, **config}))
+        if key in done:
+            continue
+        row = dict(zip(KEY_COLUMNS, key))
+        try:
+            result = _run_in_child(model, split_name, config, out)
+        except Exception as error:  # one failing cell is recorded; the others go on
+            row.update(status="failed", error=str(error)[:500])
+            tqdm.write(f"FAILED {cell.model} K={cell.shots} seed={cell.seed}: {row['error']}")
+        else:
+            row.update(status="ok", error="")
+            row.update({f"test_{k}": v for k, v in result["test"].items()})
+            row.update({f"valid_{k}": v for k, v in result["valid"].items()})
+            row.update({c: result[c] for c in ["best_valid_score", *TIMING_COLUMNS]})
+            ndcg = result["test"].get("ndcg@20", result["test"].get("ndcg@10"))
+            tqdm.write(f"{cell.model} K={cell.shots} seed={cell.seed}: test NDCG {ndcg} "
+                       f"({result['epochs']} epochs, {result['train_seconds']:.0f}s)")
+        rows = [r for r in rows if tuple(r[c] for c in KEY_COLUMNS) != key] + [row]
+        _write_rows(results_path, rows)
+    write_markdown(rows, out / "results.md", command, split_stats, candidates)
+    plot(rows, out / "ndcg_vs_shots.png")
+    return rows
+
+
+# The main job (`make run`): fits in about ten minutes on two cores.
+QUICK_MODELS = ["Random", "Pop", "BPR", "DeepMusic", "FewShotRec-GRU", "FewShotRec-CNN"]
+QUICK_OVERRIDES = {"epochs": 10, "stopping_step": 3, "backbone_epochs": 10}

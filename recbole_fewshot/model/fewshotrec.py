@@ -1,0 +1,317 @@
+r"""FewShotRec: a behaviour encoder with a meta-learned cold-start item module.
+
+A user is the sequence of their last ``max_history_len`` training items, encoded by a GRU
+(``behaviour_encoder: gru``, after GRU4Rec) or by 1-D convolutions of several heights, max-pooled over
+time (``cnn``, after Caser's horizontal filters). History items use the same item representation as
+candidates, so a new product in a support set helps the users who bought it.
+
+An item is ``e_i = g(n_i) * id_i + (1 - g(n_i)) * G_i`` where ``n_i`` is its number of training
+interactions, ``g`` a learned gate of ``log(1 + n_i)`` (0 while ``n_i <= max_shots``: the id of a
+few-shot item is never used), and ``G_i = G(content_i, support_i)`` the cold-start module: the item's
+content (every RecBole item feature, :class:`~recbole_fewshot.nn.content.ItemContentEncoder`) attends
+over the support users' embeddings (its first ``max_shots`` training buyers), and an MLP fuses both.
+
+Meta-training by episodes: in each batch, a ``meta_ratio`` share of the positive warm items is made to
+look new: id hidden, support cut to K' ~ U{0..max_shots} buyers sampled from training, never the user
+being scored. An alignment loss pulls G's output toward the (detached) warm id embedding, as MetaEmb
+and ALDI do. New items at serving time need no gradient step: ``onboard`` embeds them from raw
+features and raw support-user tokens.
+
+References:
+    Pan et al., "Warm Up Cold-start Advertisements: Improving CTR Predictions via Learning to Learn ID
+    Embeddings", SIGIR 2019 (MetaEmb). Zhu et al., "Learning to Warm Up Cold Item Embeddings for
+    Cold-start Recommendation with Meta Scaling and Shifting Networks", SIGIR 2021 (MWUF). Volkovs,
+    Yu, Poutanen, "DropoutNet: Addressing Cold Start in Recommender Systems", NeurIPS 2017. Tang and
+    Wang, "Personalized Top-N Sequential Recommendation via Convolutional Sequence Embedding", WSDM
+    2018 (Caser). Hidasi et al., "Session-based Recommendations with Recurrent Neural Networks", ICLR
+    2016 (GRU4Rec).
+
+Departures: MetaEmb meta-trains a generator with a second-order warm-up step; here the episodes are
+first-order (no inner gradient step; the support set, not a gradient, adapts the item), like
+DropoutNet's input dropout generalised to K shots. MWUF scales and shifts the id embedding; here the
+support users enter through content-conditioned attention and the id enters through a count gate.
+The GRU/CNN encoders are trained on next-item prefixes as GRU4Rec and Caser, but with the BPR loss
+rather than their cross-entropy losses, and Caser's vertical filters are replaced by a prefix mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from logging import getLogger
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.init import xavier_normal_initialization
+from recbole.model.loss import BPRLoss
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_fewshot.nn.content import ItemContentEncoder
+from recbole_fewshot.nn.interactions import TrainingInteractions
+
+
+class GRUBehaviourEncoder(nn.Module):
+    """GRU over the history (left-aligned, 0-padded); the state at t encodes items 0..t."""
+
+    def __init__(self, embedding_size: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(embedding_size, embedding_size, batch_first=True)
+        self.output = nn.Linear(embedding_size, embedding_size)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """Raw states [B, L, d]; ``output`` maps a selected state to the user vector."""
+        states, _ = self.gru(self.dropout(history))
+        return states
+
+
+class CNNBehaviourEncoder(nn.Module):
+    """Causal convolutions of several heights, max-pooled over each prefix (Caser/TextCNN), plus the
+    prefix mean; the state at t encodes items 0..t."""
+
+    def __init__(self, embedding_size: int, dropout: float, heights: Sequence[int], filters: int):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.convs = nn.ModuleList(nn.Conv1d(embedding_size, filters, h, padding=h - 1) for h in heights)
+        self.output = nn.Linear(filters * len(heights) + embedding_size, embedding_size)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        steps = history.shape[1]
+        x = self.dropout(history).transpose(1, 2)  # [B, d, L]
+        pooled = [F.relu(conv(x))[:, :, :steps].cummax(dim=2).values for conv in self.convs]
+        count = torch.arange(1, steps + 1, device=history.device, dtype=history.dtype).view(1, 1, -1)
+        mean = x.cumsum(dim=2) / count
+        return torch.cat(pooled + [mean], dim=1).transpose(1, 2)  # ``output`` maps a selected state
+
+
+class FewShotRec(GeneralRecommender):
+    r"""Behaviour-encoder recommender whose items come from a meta-learned cold-start module."""
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        d = config["embedding_size"]
+        self.embedding_size = d
+        self.max_shots = config["max_shots"]
+        self.meta_ratio = config["meta_ratio"]
+        self.alignment_weight = config["alignment_weight"]
+        self.support_aggregation = config["support_aggregation"]
+        self.field2token_id = dataset.field2token_id
+
+        train = TrainingInteractions(dataset, config["max_history_len"])
+        self.register_buffer("history", train.history, persistent=False)
+        self.register_buffer("history_len", train.history_len, persistent=False)
+        self.register_buffer("item_count", train.item_count, persistent=False)
+        self.register_buffer("item_ptr", train.item_ptr, persistent=False)
+        self.register_buffer("item_users", train.item_users, persistent=False)
+        support, support_len = train.support_matrix(self.max_shots)
+        self.register_buffer("support", support, persistent=False)
+        self.register_buffer("support_len", support_len, persistent=False)
+
+        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        if not self.content.has_content:
+            getLogger().warning(
+                "FewShotRec: the dataset has no item features, so a zero-shot item is only its (empty) "
+                "support set and K = 0 scores are no better than chance; load item features for cold start"
+            )
+        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
+        self.support_user_embedding = nn.Embedding(self.n_users, d, padding_idx=0)
+        self.query = nn.Linear(d, d)
+        self.key = nn.Linear(d, d)
+        self.value = nn.Linear(d, d)
+        self.fuse = nn.Sequential(nn.Linear(2 * d + 1, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
+        self.gate = nn.Linear(1, 1)
+        if config["behaviour_encoder"] == "gru":
+            self.encoder = GRUBehaviourEncoder(d, config["dropout_prob"])
+        elif config["behaviour_encoder"] == "cnn":
+            self.encoder = CNNBehaviourEncoder(d, config["dropout_prob"], config["cnn_heights"], config["cnn_filters"])
+        else:
+            raise ValueError(f"behaviour_encoder must be 'gru' or 'cnn', got {config['behaviour_encoder']!r}")
+        self.empty_user = nn.Parameter(torch.zeros(d))
+        self.loss = BPRLoss()
+        self.apply(xavier_normal_initialization)
+        with torch.no_grad():  # start with the gate open for well-known items, closed for rare ones
+            self.gate.weight.fill_(1.0)
+            self.gate.bias.fill_(-torch.log1p(torch.tensor(float(self.max_shots))).item())
+        self._item_table: torch.Tensor | None = None
+
+    # --- items ----------------------------------------------------------------------------------
+    def cold_item_embedding(self, content: torch.Tensor, support: torch.Tensor, support_len: torch.Tensor) -> torch.Tensor:
+        """G(content, support users): content [N, d], support [N, S] user ids (0-padded), lengths [N]."""
+        mask = torch.arange(support.shape[1], device=support.device).unsqueeze(0) < support_len.unsqueeze(1)
+        mask = mask & (support > 0)
+        users = self.support_user_embedding(support)  # [N, S, d]
+        if self.support_aggregation == "attention":
+            logits = (self.key(users) @ self.query(content).unsqueeze(-1)).squeeze(-1) / self.embedding_size ** 0.5
+            weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)
+            pooled = (weights.unsqueeze(-1) * self.value(users)).sum(1)
+        elif self.support_aggregation == "mean":
+            pooled = (users * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        else:
+            pooled = torch.zeros_like(content)
+        shots = torch.log1p(mask.sum(1, keepdim=True).float())
+        return self.fuse(torch.cat([content, pooled, shots], dim=1))
+
+    def _blend(self, items: torch.Tensor, cold: torch.Tensor, hide_id: torch.Tensor | None = None) -> torch.Tensor:
+        count = self.item_count[items]
+        gate = torch.sigmoid(self.gate(torch.log1p(count.float()).unsqueeze(1)))
+        gate = gate * (count > self.max_shots).unsqueeze(1)
+        if hide_id is not None:
+            gate = gate * (~hide_id).unsqueeze(1)
+        item = gate * self.item_embedding(items) + (1 - gate) * cold
+        return item * (items > 0).unsqueeze(1)
+
+    def item_representation(self, items: torch.Tensor) -> torch.Tensor:
+        """Item vectors with their stored support sets (all training buyers up to max_shots)."""
+        cold = self.cold_item_embedding(self.content(items), self.support[items], self.support_len[items])
+        return self._blend(items, cold)
+
+    def _sample_support(self, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``shots`` training buyers of each item, sampled with replacement, never ``users``."""
+        draws = self.max_shots + 1
+        count = self.item_count[items].unsqueeze(1)
+        offsets = (torch.rand(len(items), draws, device=items.device) * count).long()
+        sampled = self.item_users[(self.item_ptr[items].unsqueeze(1) + offsets).clamp(max=len(self.item_users) - 1)]
+        keep = (sampled != users.unsqueeze(1)) & (count > 0)
+        order = torch.argsort((~keep).float(), dim=1, stable=True)  # kept draws first
+        sampled, keep = sampled.gather(1, order), keep.gather(1, order)
+        sampled, keep = sampled[:, : self.max_shots], keep[:, : self.max_shots]
+        positions = torch.arange(self.max_shots, device=items.device).unsqueeze(0)
+        keep = keep & (positions < shots.unsqueeze(1))
+        return sampled * keep, keep.sum(1)
+
+    def positive_support(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Support sets of training rows' positive items, never containing the row's own user.
+
+        Stored support (first ``max_shots`` buyers) minus the user; in training, a ``meta_ratio``
+        share of warm rows become episodes: K' ~ U{0..max_shots} sampled buyers, id hidden.
+        Returns support [B, max_shots], lengths [B] and the episode mask [B].
+        """
+        support, support_len = self.support[items], self.support_len[items]
+        keep = support != users.unsqueeze(1)
+        order = torch.argsort((~keep).float(), dim=1, stable=True)
+        support = (support * keep).gather(1, order)
+        support_len = torch.minimum(support_len, keep.sum(1))
+        episode = torch.zeros_like(items, dtype=torch.bool)
+        if self.training and self.meta_ratio > 0:
+            warm = self.item_count[items] > self.max_shots
+            episode = warm & (torch.rand(len(items), device=items.device) < self.meta_ratio)
+            shots = torch.randint(0, self.max_shots + 1, (len(items),), device=items.device)
+            sampled, sampled_len = self._sample_support(items, users, shots)
+            support = torch.where(episode.unsqueeze(1), sampled, support)
+            support_len = torch.where(episode, sampled_len, support_len)
+        return support, support_len, episode
+
+    def positive_representation(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positive item vectors of training rows and the mask of rows made to look new (episodes)."""
+        support, support_len, episode = self.positive_support(users, items)
+        cold = self.cold_item_embedding(self.content(items), support, support_len)
+        return self._blend(items, cold, hide_id=episode), episode
+
+    # --- users ----------------------------------------------------------------------------------
+    def user_states(self, users: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder states [U, max_history_len, d] of users' training histories; state t reads items 0..t."""
+        history = self.history[users]
+        if item_table is None:
+            unique, inverse = torch.unique(history, return_inverse=True)
+            embedded = self.item_representation(unique)[inverse]
+        else:
+            embedded = item_table[history]
+        return self.encoder(embedded * (history > 0).unsqueeze(-1))
+
+    def _at_prefix(self, states: torch.Tensor, rows: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
+        """User vectors after ``prefix_len`` history items of ``states[rows]`` (the learned empty user for 0)."""
+        encoded = self.encoder.output(states[rows, (prefix_len - 1).clamp_min(0)])
+        return torch.where((prefix_len > 0).unsqueeze(1), encoded, self.empty_user.expand_as(encoded))
+
+    def user_representation(self, users: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Users encoded from their whole training history (at most ``max_history_len`` items)."""
+        rows = torch.arange(len(users), device=users.device)
+        return self._at_prefix(self.user_states(users, item_table), rows, self.history_len[users])
+
+    def training_user_representation(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Users of training rows, encoded from the history *before* the scored item (next-item style).
+
+        Each distinct user is encoded once per batch; a row whose item is older than the history window
+        reads the whole window, which does not contain it.
+        """
+        unique, inverse = torch.unique(users, return_inverse=True)
+        match = self.history[users] == items.unsqueeze(1)
+        position = match.float().argmax(dim=1)
+        prefix_len = torch.where(match.any(dim=1), position, self.history_len[users])
+        return self._at_prefix(self.user_states(unique), inverse, prefix_len)
+
+    # --- RecBole interface ----------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        self._item_table = None  # parameters change in training: recompute item vectors
+        return super().train(mode)
+
+    def calculate_loss(self, interaction):
+        user = interaction[self.USER_ID]
+        pos_item = interaction[self.ITEM_ID]
+        neg_item = interaction[self.NEG_ITEM_ID]
+        user_e = self.training_user_representation(user, pos_item)
+        pos_e, episode = self.positive_representation(user, pos_item)
+        neg_e = self.item_representation(neg_item)
+        loss = self.loss((user_e * pos_e).sum(-1), (user_e * neg_e).sum(-1))
+        if self.alignment_weight > 0 and episode.any():
+            target = self.item_embedding(pos_item[episode]).detach()
+            loss = loss + self.alignment_weight * F.mse_loss(pos_e[episode], target)
+        return loss
+
+    def all_item_table(self) -> torch.Tensor:
+        """Every item's vector, computed once per evaluation."""
+        if self._item_table is None or self.training:
+            table = self.item_representation(torch.arange(self.n_items, device=self.item_count.device))
+            if self.training:
+                return table
+            self._item_table = table
+        return self._item_table
+
+    def predict(self, interaction):
+        user = interaction[self.USER_ID]
+        item = interaction[self.ITEM_ID]
+        table = None if self.training else self.all_item_table()
+        user_e = self.user_representation(user, table)
+        item_e = table[item] if table is not None else self.item_representation(item)
+        return (user_e * item_e).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        user = interaction[self.USER_ID]
+        table = self.all_item_table()
+        return (self.user_representation(user, table) @ table.T).view(-1)
+
+    # --- onboarding -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def onboard(self, features: Sequence[Mapping[str, object]], support_users: Sequence[Sequence[str]]) -> torch.Tensor:
+        """Embeddings of items added after training, from raw features and raw support-user tokens.
+
+        ``features[i]`` maps item fields to raw values as in the ``.item`` file (``{'class': 'Drama'}``);
+        ``support_users[i]`` lists the tokens of the item's first buyers (at most ``max_shots`` are used;
+        unknown users are skipped). No gradient step is taken.
+        """
+        if len(features) != len(support_users):
+            raise ValueError("onboard: features and support_users must have one entry per item")
+        device = self.item_count.device
+        content = self.content.encode_features(self.content.features_from_raw(self.field2token_id, features)) \
+            if self.content.has_content else torch.zeros(len(features), self.embedding_size, device=device)
+        token_id = self.field2token_id[self.USER_ID]
+        ids = [[token_id[u] for u in users if u in token_id][: self.max_shots] for users in support_users]
+        support = torch.zeros(len(ids), self.max_shots, dtype=torch.long, device=device)
+        for row, users in enumerate(ids):
+            support[row, : len(users)] = torch.tensor(users, dtype=torch.long, device=device)
+        lengths = torch.tensor([len(users) for users in ids], dtype=torch.long, device=device)
+        return self.cold_item_embedding(content, support, lengths)
+
+    @torch.no_grad()
+    def score_onboarded(self, users: Sequence[str], item_embeddings: torch.Tensor) -> torch.Tensor:
+        """Scores [len(users), n_items] of onboarded items for users given as raw tokens."""
+        token_id = self.field2token_id[self.USER_ID]
+        user_ids = torch.tensor([token_id[u] for u in users], dtype=torch.long, device=self.item_count.device)
+        was_training = self.training
+        self.eval()
+        scores = self.user_representation(user_ids, self.all_item_table()) @ item_embeddings.T
+        self.train(was_training)
+        return scores

@@ -1,0 +1,96 @@
+"""``recbole-fewshot bench-speed``: FewShotRec's cost against BPR's, measured in one process on one split.
+
+Prints seconds per training epoch and per full-sort evaluation of the valid phase as ratios to BPR's
+(machines are noisy; ratios in one process are not), new-item onboarding throughput, and the
+process's peak resident memory after each model.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    config = Config(model=model, dataset=dataset, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    if hasattr(trainer, "prepare_backbone"):
+        trainer.prepare_backbone(train_data)
+    epoch_seconds = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        trainer._train_epoch(train_data, epoch, show_progress=False)
+        epoch_seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
+    return min(epoch_seconds), time.perf_counter() - start, net, train_data._dataset
+
+
+def onboarding_throughput(model, dataset, n_items: int = 10000, shots: int = 3, seed: int = 0) -> float:
+    """New items embedded per second by ``model.onboard`` from raw features and raw support users."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    sources = rng.integers(1, dataset.item_num, n_items)
+    for item in sources:
+        row = {}
+        for field in model.content.fields:
+            value = dataset.item_feat[field][item]
+            tokens = dataset.field2id_token.get(field)
+            if tokens is not None and value.dim() == 0:
+                row[field] = tokens[int(value)]
+            elif tokens is not None:
+                row[field] = " ".join(tokens[int(v)] for v in value if int(v) > 0)
+            else:
+                row[field] = value.tolist()
+        rows.append(row)
+    users = dataset.field2id_token[dataset.uid_field]
+    support = [[users[u] for u in rng.integers(1, len(users), shots)] for _ in range(n_items)]
+    start = time.perf_counter()
+    model.onboard(rows, support)
+    return n_items / (time.perf_counter() - start)
+
+
+def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str | None = None,
+                overrides: dict | None = None) -> dict:
+    """Measure and print the figures; returns them."""
+    import recbole_fewshot  # noqa: F401
+    from recbole_fewshot.data.split import SplitSpec, materialize, resolve_source
+
+    name, _ = materialize(resolve_source(dataset, data_path), SplitSpec(shots=shots), Path(out) / "splits")
+    base = {"data_path": str(Path(out) / "splits"), "state": "ERROR", "show_progress": False,
+            "checkpoint_dir": str(Path(out) / "saved"), "topk": [20], "metrics": ["NDCG"], "valid_metric": "NDCG@20",
+            "eval_batch_size": 65536, **(overrides or {})}
+    figures = {"torch_threads": torch.get_num_threads()}
+    bpr_epoch, bpr_eval, _, _ = _time_model("BPR", name, base, epochs)
+    figures["BPR"] = {"epoch_s": bpr_epoch, "eval_s": bpr_eval, "peak_mb": _peak_mb()}
+    for encoder in ("gru", "cnn"):
+        epoch, evaluation, model, train = _time_model("FewShotRec", name, {**base, "behaviour_encoder": encoder}, epochs)
+        model.eval()
+        figures[f"FewShotRec-{encoder.upper()}"] = {
+            "epoch_s": epoch, "eval_s": evaluation, "epoch_ratio": epoch / bpr_epoch,
+            "eval_ratio": evaluation / bpr_eval, "onboard_items_per_s": onboarding_throughput(model, train),
+            "peak_mb": _peak_mb(),
+        }
+    print(f"bench-speed on {name} ({figures['torch_threads']} torch threads; fastest of {epochs} epochs)")
+    print(f"{'model':<16}{'s/epoch':>9}{'x BPR':>8}{'eval s':>9}{'x BPR':>8}{'onboard items/s':>17}{'peak MB':>9}")
+    for label, row in figures.items():
+        if label == "torch_threads":
+            continue
+        print(f"{label:<16}{row['epoch_s']:>9.2f}{row.get('epoch_ratio', 1.0):>8.2f}{row['eval_s']:>9.3f}"
+              f"{row.get('eval_ratio', 1.0):>8.2f}{row.get('onboard_items_per_s', float('nan')):>17.0f}{row['peak_mb']:>9.0f}")
+    return figures

@@ -1,0 +1,131 @@
+"""FewShotRec: shapes, masks, training-only support, episodes, onboarding, learning on a planted pattern."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+import torch
+from planted import FAST_CONFIG, planted_split, train_and_test
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.data.transform import construct_transform
+from recbole.utils import get_flops, get_model, init_seed
+
+from recbole_fewshot.data.atomic import read_atomic
+from recbole_fewshot.data.split import read_manifest
+
+
+def build(tmp_path, shots=3, **overrides):
+    name, data_path = planted_split(tmp_path, shots=shots)
+    config = Config(model="FewShotRec", dataset=name, config_dict={
+        **FAST_CONFIG, "data_path": str(data_path), "checkpoint_dir": str(tmp_path / "saved"), **overrides})
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    model = get_model("FewShotRec")(config, train._dataset)
+    return model, train._dataset, dataset, config, (train, valid, test), data_path / name, name
+
+
+def test_shapes_and_cold_items_ignore_their_id(tmp_path):
+    model, train, *_ = build(tmp_path)
+    model.eval()
+    users = torch.tensor([1, 2, 3])
+    from recbole.data.interaction import Interaction
+
+    scores = model.full_sort_predict(Interaction({"user_id": users}))
+    assert scores.shape == (3 * model.n_items,)
+    pair = model.predict(Interaction({"user_id": users, "item_id": torch.tensor([1, 2, 3])}))
+    assert pair.shape == (3,)
+    cold = torch.nonzero((model.item_count <= model.max_shots) & (torch.arange(model.n_items) > 0)).squeeze(1)
+    warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
+    assert len(cold) and len(warm)
+    before = model.item_representation(torch.cat([cold, warm])).clone()
+    with torch.no_grad():
+        model.item_embedding.weight.add_(1.0)
+    after = model.item_representation(torch.cat([cold, warm]))
+    assert torch.allclose(before[: len(cold)], after[: len(cold)]), "a few-shot item's id must not be used"
+    assert not torch.allclose(before[len(cold):], after[len(cold):]), "warm items blend in their id"
+
+
+def test_support_sets_equal_the_training_split(tmp_path):
+    model, train, full, config, _, folder, name = build(tmp_path, shots=3)
+    inter, _ = read_atomic(folder / f"{name}.train.inter")
+    inter["time"] = inter["timestamp"].astype(float)
+    manifest = read_manifest(folder / f"{name}.fewshot.json")
+    queries = pd.concat([read_atomic(folder / f"{name}.{p}.inter")[0] for p in ("valid", "test")])
+    for token in manifest["valid_new_items"] + manifest["test_new_items"]:
+        item = int(train.token2id("item_id", token))
+        stored = model.support[item, : model.support_len[item]].tolist()
+        expected = inter[inter.item_id == token].sort_values("time")["user_id"].tolist()
+        assert [train.id2token("user_id", u) for u in stored] == expected
+        assert len(stored) == 3
+        query_users = set(queries[queries.item_id == token]["user_id"])
+        buyers = {train.id2token("user_id", int(u)) for u in model.item_users[model.item_ptr[item]: model.item_ptr[item + 1]]}
+        assert not buyers & query_users
+
+
+def test_episodes_never_include_the_scored_user(tmp_path):
+    model, *_ = build(tmp_path, meta_ratio=1.0)
+    model.train()
+    warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
+    torch.manual_seed(0)
+    for _ in range(20):
+        items = warm[torch.randint(len(warm), (256,))]
+        users = torch.stack([model.item_users[model.item_ptr[i]] for i in items])  # a real buyer of each item
+        support, lengths, episode = model.positive_support(users, items)
+        assert episode.all()
+        assert (lengths <= model.max_shots).all()
+        for row in range(len(items)):
+            chosen = support[row, : lengths[row]]
+            assert (chosen > 0).all()
+            assert users[row] not in chosen.tolist()
+    assert lengths.float().std() > 0, "K' is drawn from 0..max_shots"
+
+
+def test_onboarding_matches_full_sort_and_uses_support(tmp_path):
+    model, train, full, config, _, folder, name = build(tmp_path, shots=3)
+    model.eval()
+    manifest = read_manifest(folder / f"{name}.fewshot.json")
+    items, _ = read_atomic(folder / f"{name}.item")
+    token = manifest["test_new_items"][0]
+    item = int(train.token2id("item_id", token))
+    row = items[items.item_id == token].iloc[0].to_dict()
+    support = [train.id2token("user_id", int(u)) for u in model.support[item, : model.support_len[item]]]
+    embedding = model.onboard([row], [support])
+    assert torch.allclose(embedding[0], model.all_item_table()[item], atol=1e-5)
+    users = ["u1", "u2", "u3"]
+    scores = model.score_onboarded(users, embedding)
+    user_ids = torch.tensor([int(train.token2id("user_id", u)) for u in users])
+    from recbole.data.interaction import Interaction
+
+    full_sort = model.full_sort_predict(Interaction({"user_id": user_ids})).view(len(users), -1)[:, item]
+    assert torch.allclose(scores[:, 0], full_sort, atol=1e-5)
+    more = model.onboard([row], [support + ["u7"]])
+    assert not torch.allclose(more, embedding), "adding a support user changes the item"
+
+
+@pytest.mark.parametrize("encoder", ["gru", "cnn"])
+def test_training_beats_untrained_on_planted_pattern(tmp_path, encoder):
+    name, data_path = planted_split(tmp_path, shots=0)
+    untrained = train_and_test("FewShotRec", name, data_path, epochs=0, behaviour_encoder=encoder)
+    trained = train_and_test("FewShotRec", name, data_path, epochs=8, behaviour_encoder=encoder, learning_rate=0.005)
+    assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.05
+
+
+def test_runs_without_item_features_and_says_so(tmp_path, caplog):
+    name, data_path = planted_split(tmp_path, shots=3, with_features=False)
+    with caplog.at_level(logging.WARNING):
+        result = train_and_test("FewShotRec", name, data_path, epochs=1)
+    assert 0.0 <= result["ndcg@10"] <= 1.0
+    assert any("no item features" in r.getMessage() for r in caplog.records)
+
+
+def test_flops_probe_and_determinism(tmp_path):
+    model, train, full, config, *_ = build(tmp_path)
+    assert get_flops(model, full, config["device"], logging.getLogger(), construct_transform(config)) > 0
+    name, data_path = planted_split(tmp_path / "again", shots=3)
+    first = train_and_test("FewShotRec", name, data_path, epochs=1)
+    second = train_and_test("FewShotRec", name, data_path, epochs=1)
+    assert first == second
