@@ -14,6 +14,7 @@ from logging import getLogger
 import recbole.config.configurator
 import recbole.data
 import recbole.data.utils
+import recbole.evaluator.collector
 import recbole.quick_start
 import recbole.quick_start.quick_start
 import recbole.sampler.sampler
@@ -169,6 +170,28 @@ def _make_get_candidates_list(original: Callable) -> Callable:
     return _get_candidates_list
 
 
+# --- collector_non_tensor_data ------------------------------------------------------------------
+# recbole/evaluator/collector.py Collector.get_data_struct: `self.data_struct._data_dict[key].cpu()`
+# for every entry, but data_collect stores `data.num_items` / `data.num_users` as ints, so every
+# metric that needs them (ItemCoverage, ...) fails with "'int' object has no attribute 'cpu'".
+def _make_get_data_struct(original: Callable) -> Callable:
+    def get_data_struct(self):
+        data = self.data_struct._data_dict
+        plain = {key: value for key, value in data.items() if not isinstance(value, torch.Tensor)}
+        for key in plain:
+            data[key] = torch.tensor(plain[key])
+        try:
+            returned = original(self)
+        finally:
+            data.update({key: value for key, value in plain.items() if key in data})
+        for key, value in plain.items():
+            if key in returned._data_dict:
+                returned._data_dict[key] = value
+        return returned
+
+    return get_data_struct
+
+
 def apply() -> None:
     """Apply every patch once."""
     _replace(
@@ -187,5 +210,7 @@ def apply() -> None:
              "load_data_and_model", _make_safe_loading)
     _apply_scipy_dok_update()
     _replace("new_item_candidates", [recbole.data.utils, recbole.data], "get_dataloader", _make_get_dataloader)
+    _replace("collector_non_tensor_data", [recbole.evaluator.collector.Collector], "get_data_struct",
+             _make_get_data_struct)
     _replace("training_popularity_only", [recbole.sampler.sampler.Sampler], "_get_candidates_list",
              _make_get_candidates_list)
