@@ -35,11 +35,20 @@ PATCHED: dict[str, Callable] = {}  # patch name -> original callable, for tests 
 
 
 def _replace(name: str, owners: list, attribute: str, make: Callable[[Callable], Callable]) -> None:
-    """Replace ``attribute`` on every owner (modules that imported it by name) with ``make(original)``."""
+    """Replace ``attribute`` on every owner (modules that imported it by name) with ``make(original)``.
+
+    Replacements are marked, so a second copy of this module (a reload) keeps the installed patch
+    and records its original from ``__wrapped__`` instead of wrapping a wrapper.
+    """
     if name in PATCHED:
         return
-    original = getattr(owners[0], attribute)
+    current = getattr(owners[0], attribute)
+    if getattr(current, "__recbole_fewshot_patch__", None) == name:
+        PATCHED[name] = current.__wrapped__
+        return
+    original = current
     replacement = functools.wraps(original)(make(original))
+    replacement.__recbole_fewshot_patch__ = name
     for owner in owners:
         setattr(owner, attribute, replacement)
     PATCHED[name] = original
@@ -159,6 +168,7 @@ def _make_get_dataloader(original: Callable) -> Callable:
 # --- training_popularity_only --------------------------------------------------------------------
 # recbole/sampler/sampler.py Sampler._get_candidates_list counts items over *all* phases' interactions
 # for popularity negative sampling, so training negatives would follow the new items' query counts.
+# RepeatableSampler._get_candidates_list (repeatable: True) counts the whole dataset likewise.
 # On a few-shot split, popularity comes from the training phase alone.
 def _make_get_candidates_list(original: Callable) -> Callable:
     def _get_candidates_list(self):
@@ -170,23 +180,33 @@ def _make_get_candidates_list(original: Callable) -> Callable:
     return _get_candidates_list
 
 
+def _make_repeatable_get_candidates_list(original: Callable) -> Callable:
+    def _get_candidates_list(self):
+        if self.dataset.config["fewshot_manifest"]:
+            train_rows = self.dataset.file_size_list[0]  # benchmark files load train, valid, test in order
+            return list(self.dataset.inter_feat[self.iid_field][:train_rows].numpy())
+        return original(self)
+
+    return _get_candidates_list
+
+
 # --- collector_non_tensor_data ------------------------------------------------------------------
 # recbole/evaluator/collector.py Collector.get_data_struct: `self.data_struct._data_dict[key].cpu()`
 # for every entry, but data_collect stores `data.num_items` / `data.num_users` as ints, so every
-# metric that needs them (ItemCoverage, ...) fails with "'int' object has no attribute 'cpu'".
+# metric that needs them (ItemCoverage, ...) fails with "'int' object has no attribute 'cpu'"; the
+# Counters of data.count_items / count_users (AveragePopularity, TailPercentage) likewise. Entries
+# without .cpu() are passed through untouched.
 def _make_get_data_struct(original: Callable) -> Callable:
     def get_data_struct(self):
         data = self.data_struct._data_dict
-        plain = {key: value for key, value in data.items() if not isinstance(value, torch.Tensor)}
+        plain = {key: value for key, value in data.items() if not hasattr(value, "cpu")}
         for key in plain:
-            data[key] = torch.tensor(plain[key])
+            del data[key]
         try:
             returned = original(self)
         finally:
-            data.update({key: value for key, value in plain.items() if key in data})
-        for key, value in plain.items():
-            if key in returned._data_dict:
-                returned._data_dict[key] = value
+            data.update(plain)
+        returned._data_dict.update(plain)
         return returned
 
     return get_data_struct
@@ -214,3 +234,5 @@ def apply() -> None:
              _make_get_data_struct)
     _replace("training_popularity_only", [recbole.sampler.sampler.Sampler], "_get_candidates_list",
              _make_get_candidates_list)
+    _replace("training_popularity_only:repeatable", [recbole.sampler.sampler.RepeatableSampler],
+             "_get_candidates_list", _make_repeatable_get_candidates_list)

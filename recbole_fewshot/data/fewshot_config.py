@@ -43,7 +43,7 @@ def _exclusive(lock_file: Path):
 
 def materialize_from_config(final: dict, dataset: str, explicit_data_path: str | None) -> tuple[str, str]:
     """Materialise the ``fewshot:`` block's split of ``dataset``; return ``(split name, data_path)``."""
-    spec = SplitSpec.from_mapping(dict(final["fewshot"]))
+    spec = SplitSpec.from_mapping(final["fewshot"])
     source = resolve_source(
         dataset,
         explicit_data_path,

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,10 +69,11 @@ class SplitSpec:
                 raise FewShotSplitError(f"fewshot.{key} must be a number strictly between 0 and 1, got {value!r}")
 
     @classmethod
-    def from_mapping(cls, mapping: dict) -> "SplitSpec":
+    def from_mapping(cls, mapping: Mapping) -> "SplitSpec":
         """Build from a config mapping, naming unknown keys."""
-        if not isinstance(mapping, dict):
+        if not isinstance(mapping, Mapping):
             raise FewShotSplitError(f"fewshot must be a mapping such as {{shots: 3}}, got {mapping!r}")
+        mapping = dict(mapping)
         known = set(cls.__dataclass_fields__)
         unknown = set(mapping) - known
         if unknown:

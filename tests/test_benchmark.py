@@ -1,0 +1,86 @@
+"""The benchmark's cell bookkeeping, resume logic and outputs, on a tiny planted dataset."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+from planted import write_planted_dataset
+
+from recbole_fewshot import benchmark as bench
+
+MODELS = ["Random", "Pop", "NoSuchModel"]
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    write_planted_dataset(root / "source")
+    out = root / "out"
+    bench.benchmark("planted", MODELS, [0], 2, out, data_path=str(root / "source"),
+                    overrides={"epochs": 1}, command="recbole-fewshot benchmark (test)",
+                    split_options={"max_shots": 3})
+    return root, out
+
+
+def test_every_cell_recorded_and_failure_isolated(finished):
+    _, out = finished
+    rows = read_csv(out / "results.csv")
+    assert sorted((r["model"], r["seed"]) for r in rows) == sorted((m, s) for m in MODELS for s in ("2020", "2021"))
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["model"] for r in failed} == {"NoSuchModel"}
+    assert all("not the name of an existing model" in r["error"] for r in failed)
+    ok = [r for r in rows if r["status"] == "ok"]
+    for row in ok:
+        for column in ("test_ndcg@20", "test_recall@10", "test_itemcoverage@20", "valid_ndcg@20", "epochs",
+                       "train_seconds", "seconds_per_epoch", "eval_seconds", "peak_memory_mb"):
+            assert row[column] != "", column
+        assert 0.0 <= float(row["test_ndcg@20"]) <= 1.0
+        assert float(row["peak_memory_mb"]) > 0
+
+
+def test_markdown_means_are_the_csv_means(finished):
+    _, out = finished
+    rows = [r for r in read_csv(out / "results.csv") if r["status"] == "ok"]
+    text = (out / "results.md").read_text()
+    assert "recbole-fewshot benchmark (test)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    metrics = [c.strip() for c in header.strip("|").split("|")][2:]
+    for model in ("Random", "Pop"):
+        line = next(line for line in text.splitlines() if line.startswith(f"| {model} |"))
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")][2:]
+        for metric, cell in zip(metrics, cells):
+            mean = float(re.match(r"([0-9.]+) ±", cell).group(1))
+            values = [float(r[f"test_{metric}"]) for r in rows if r["model"] == model]
+            assert len(values) == 2
+            assert mean == pytest.approx(sum(values) / 2, abs=6e-5)
+    assert "NoSuchModel" in text.split("## Failed cells")[1]
+    assert (out / "ndcg_vs_shots.png").stat().st_size > 1000
+
+
+def test_resume_skips_finished_cells_and_retries_failed(finished, monkeypatch):
+    root, out = finished
+    calls = []
+
+    def fake_child(model, dataset, config, workdir):
+        calls.append(model)
+        raise RuntimeError("still failing")
+
+    monkeypatch.setattr(bench, "_run_in_child", fake_child)
+    before = read_csv(out / "results.csv")
+    bench.benchmark("planted", MODELS, [0], 2, out, data_path=str(root / "source"),
+                    overrides={"epochs": 1}, split_options={"max_shots": 3})
+    assert calls == ["NoSuchModel", "NoSuchModel"]
+    after = read_csv(out / "results.csv")
+    assert len(after) == len(before)
+    assert [r for r in after if r["status"] == "ok"] == [r for r in before if r["status"] == "ok"]
+    calls.clear()
+    bench.benchmark("planted", MODELS[:2], [0], 2, out, data_path=str(root / "source"),
+                    overrides={"epochs": 2}, split_options={"max_shots": 3})
+    assert calls == ["Random", "Pop", "Random", "Pop"], "changed parameters are new cells"
