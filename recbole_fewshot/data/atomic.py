@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 FIELD_SEPARATOR = "\t"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def read_atomic(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
@@ -63,6 +65,7 @@ def write_atomic(table: pd.DataFrame, header: list[str], path: str | os.PathLike
                 handle, sep=FIELD_SEPARATOR, header=False, index=False, quoting=csv.QUOTE_NONE,
                 escapechar=None, lineterminator="\n",
             )
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
