@@ -28,6 +28,12 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_METRICS = ["Recall", "NDCG", "Hit", "MRR", "Precision", "ItemCoverage"]
 KEY_COLUMNS = ["dataset", "model", "shots", "seed", "candidates", "params"]
 TIMING_COLUMNS = ["epochs", "train_seconds", "seconds_per_epoch", "eval_seconds", "peak_memory_mb"]
+BASELINES = ["Random", "Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "MultiVAE", "ENMF"]
+PEERS = ["DropoutNet", "Heater", "MetaEmb", "MWUF", "LWA", "NLBA", "DeepMusic", "CLCRec", "CVAR", "ALDI", "GAR"]
+DEFAULT_MODELS = BASELINES + PEERS + ["FewShotRec-GRU", "FewShotRec-CNN"]
+# The main job (`make run`): a few models, K = 0 and 3, one seed, short training.
+QUICK_MODELS = ["Random", "Pop", "BPR", "DeepMusic", "FewShotRec-GRU", "FewShotRec-CNN"]
+QUICK_OVERRIDES = {"epochs": 10, "stopping_step": 3, "backbone_epochs": 10}
 
 
 @dataclass(frozen=True)
@@ -297,7 +303,3 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
     plot(rows, out / "ndcg_vs_shots.png")
     return rows
 
-
-# The main job (`make run`): fits in about ten minutes on two cores.
-QUICK_MODELS = ["Random", "Pop", "BPR", "DeepMusic", "FewShotRec-GRU", "FewShotRec-CNN"]
-QUICK_OVERRIDES = {"epochs": 10, "stopping_step": 3, "backbone_epochs": 10}

@@ -52,15 +52,15 @@ def _overrides_dict(extra: Sequence[str], parser: argparse.ArgumentParser) -> di
 
 
 def _benchmark(args: argparse.Namespace, overrides: dict) -> int:
-    from recbole_fewshot.benchmark import benchmark, list_models
+    from recbole_fewshot.benchmark import DEFAULT_MODELS, benchmark, list_models
 
     if args.list_models:
         print("\n".join(list_models()))
         return 0
-    if not args.models or not args.out:
-        raise SystemExit("recbole-fewshot benchmark: --models and --out are required (or --list-models)")
+    if not args.out:
+        raise SystemExit("recbole-fewshot benchmark: --out is required (or --list-models)")
     benchmark(
-        args.dataset, args.models, args.shots, args.seeds, args.out, data_path=args.data_path,
+        args.dataset, args.models or DEFAULT_MODELS, args.shots, args.seeds, args.out, data_path=args.data_path,
         candidates=args.candidates, config_files=args.config_files or (), overrides=overrides,
         command="recbole-fewshot " + " ".join(sys.argv[1:]), split_options={"policy": args.policy},
     )
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("benchmark", help="models x shots x seeds into results.csv, results.md and a plot")
     bench.add_argument("--dataset", default="ml-100k")
     bench.add_argument("--data-path", default=None)
-    bench.add_argument("--models", nargs="+")
+    bench.add_argument("--models", nargs="+", help="default: every baseline, peer and FewShotRec variant")
     bench.add_argument("--shots", nargs="+", type=int, default=[0, 1, 3, 5])
     bench.add_argument("--seeds", type=int, default=3)
     bench.add_argument("--candidates", choices=["new", "all"], default="new")

@@ -84,3 +84,12 @@ def test_resume_skips_finished_cells_and_retries_failed(finished, monkeypatch):
     bench.benchmark("planted", MODELS[:2], [0], 2, out, data_path=str(root / "source"),
                     overrides={"epochs": 2}, split_options={"max_shots": 3})
     assert calls == ["Random", "Pop", "Random", "Pop"], "changed parameters are new cells"
+
+
+def test_default_and_quick_models_are_all_runnable_names():
+    available = set(bench.list_models())
+    assert set(bench.DEFAULT_MODELS) <= available
+    assert set(bench.QUICK_MODELS) <= set(bench.DEFAULT_MODELS)
+    for label in bench.DEFAULT_MODELS:
+        model, _ = bench.model_spec(label)
+        assert model in available
