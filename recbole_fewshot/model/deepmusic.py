@@ -1,0 +1,106 @@
+r"""DeepMusic: content regressed onto the item factors of a warm latent-factor model.
+
+Reference:
+    Aäron van den Oord, Sander Dieleman, Benjamin Schrauwen. "Deep content-based music
+    recommendation." NeurIPS 2013.
+
+Mechanism: a warm matrix-factorisation model gives user factors ``x_u`` and item factors ``y_i``. A
+content network ``f`` is trained to predict ``y_i`` from the item's content by minimising the mean
+squared error ``||f(content_i) - y_i||^2`` with the factors held fixed. An item without usage data is
+scored ``x_u . f(content_i)``; a warm item keeps ``x_u . y_i``.
+
+Here an item is cold when it has at most ``max_shots`` training interactions (every new item, whose
+K support interactions are too few for reliable factors). The method has no way to use a cold item's
+K support interactions: they only enter the warm factor model as any training interaction does.
+
+Departures from the paper:
+
+* the warm factors come from BPR matrix factorisation (:class:`~recbole_fewshot.nn.backbone.BPRBackbone`,
+  pretrained or loaded by ``DeepMusicTrainer``) instead of weighted matrix factorisation of play counts;
+* content is every RecBole item feature, encoded by the shared
+  :class:`~recbole_fewshot.nn.content.ItemContentEncoder` followed by an MLP, instead of a
+  convolutional network (or bag-of-words MLP) on audio spectrograms; layer sizes and dropout are ours;
+* the regression targets are the positive items of each training batch that have more than
+  ``max_shots`` interactions, so items weigh by popularity, rather than one example per song;
+* optimisation is Adam through RecBole's trainer, with early stopping on the few-shot validation
+  ranking, instead of the paper's SGD schedule.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.layers import MLPLayers
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_fewshot.nn.backbone import BPRBackbone
+from recbole_fewshot.nn.content import ItemContentEncoder
+from recbole_fewshot.nn.interactions import TrainingInteractions
+
+
+class DeepMusic(GeneralRecommender):
+    r"""A content MLP regressed (MSE) onto frozen warm BPR item factors; cold items use its predictions."""
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        d = config["embedding_size"]
+        self.max_shots = config["max_shots"]
+        train = TrainingInteractions(dataset)
+        self.register_buffer("item_count", train.item_count, persistent=False)
+
+        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        sizes = [d, *config["mlp_hidden_size"]]  # PyTorch's default initialisation: its non-zero biases
+        # keep the ReLUs open while the content encoder's token embeddings still start at zero
+        self.regressor = nn.Sequential(
+            MLPLayers(sizes, dropout=config["dropout_prob"], activation="relu"), nn.Linear(sizes[-1], d)
+        )
+        self.backbone = BPRBackbone(self.n_users, self.n_items, d)
+        self._item_table: torch.Tensor | None = None
+
+    def predicted_factors(self, items: torch.Tensor) -> torch.Tensor:
+        """Item factors predicted from content, shape ``[*items.shape, embedding_size]``."""
+        return self.regressor(self.content(items))
+
+    def is_cold(self, items: torch.Tensor) -> torch.Tensor:
+        """Items scored with predicted factors: at most ``max_shots`` training interactions."""
+        return self.item_count[items] <= self.max_shots
+
+    def item_representation(self, items: torch.Tensor) -> torch.Tensor:
+        warm = self.backbone.item_embedding(items)
+        return torch.where(self.is_cold(items).unsqueeze(-1), self.predicted_factors(items), warm)
+
+    def train(self, mode: bool = True):
+        self._item_table = None  # the regressor changes in training: recompute item vectors
+        return super().train(mode)
+
+    def calculate_loss(self, interaction):
+        items = interaction[self.ITEM_ID]
+        items = items[~self.is_cold(items)]
+        if not len(items):  # a batch of cold positives only: nothing to regress onto
+            return self.regressor[-1].weight.sum() * 0.0
+        with torch.no_grad():
+            target = self.backbone.item_embedding(items)
+        return F.mse_loss(self.predicted_factors(items), target)
+
+    def all_item_table(self) -> torch.Tensor:
+        """Every item's vector; computed once per evaluation (``train()``/``eval()`` invalidate it)."""
+        items = torch.arange(self.n_items, device=self.item_count.device)
+        if self.training:
+            return self.item_representation(items)
+        if self._item_table is None:
+            with torch.no_grad():
+                self._item_table = self.item_representation(items)
+        return self._item_table
+
+    def predict(self, interaction):
+        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
+        item_e = self.all_item_table()[interaction[self.ITEM_ID]]
+        return (user_e * item_e).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
+        return (user_e @ self.all_item_table().T).view(-1)

@@ -1,0 +1,101 @@
+"""CLCRec: user-item and representation-level InfoNCE objectives, temperature-scaled; content for cold items."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from planted import FAST_CONFIG, planted_split, train_and_test
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, init_seed
+
+
+def build(tmp_path: Path, **overrides):
+    name, data_path = planted_split(tmp_path, shots=0)
+    config = Config(model="CLCRec", dataset=name, config_dict={
+        **FAST_CONFIG, "data_path": str(data_path), "checkpoint_dir": str(tmp_path / "saved"), "num_neg": 8,
+        **overrides})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    return get_model("CLCRec")(config, train_data._dataset).to(config["device"]), train_data
+
+
+def batch_items(model, batch):
+    user = batch[model.USER_ID]
+    items = torch.cat([batch[model.ITEM_ID].unsqueeze(1), model.sample_negatives(len(user))], dim=1)
+    return user, items, torch.rand(items.shape, device=items.device) < model.hybrid_prob
+
+
+def grad_norm(model, loss, parameters) -> float:
+    model.zero_grad()
+    loss.backward(retain_graph=True)
+    return sum(float(p.grad.abs().sum()) for p in parameters if p.grad is not None)
+
+
+def test_both_contrastive_objectives_train_their_parameters(tmp_path):
+    # token fields only: every content vector starts at zero (zero-initialised token embeddings)
+    model, train_data = build(tmp_path, item_content_fields=["genre", "tags"])
+    user, items, hybrid = batch_items(model, next(iter(train_data)).to(model.device))
+    assert hybrid.any() and (~hybrid).any()
+    user_item, representation, _ = model.contrastive_losses(user, items, hybrid)
+    content = list(model.encoder.parameters()) + [model.content.encoders["genre"].weight]  # down to the tokens
+
+    # R-E: item id embeddings against content embeddings; users take no part
+    assert grad_norm(model, representation, [model.item_embedding.weight]) > 0
+    assert grad_norm(model, representation, content) > 0
+    assert grad_norm(model, representation, [model.user_embedding.weight]) == 0
+    # U-I: users against items entering by id or (hybrid) by content
+    assert grad_norm(model, user_item, [model.user_embedding.weight]) > 0
+    assert grad_norm(model, user_item, [model.item_embedding.weight]) > 0
+    assert grad_norm(model, user_item, content) > 0
+
+
+def test_temperature_scales_both_objectives(tmp_path):
+    model, train_data = build(tmp_path)
+    user, items, hybrid = batch_items(model, next(iter(train_data)).to(model.device))
+    with torch.no_grad():
+        user_e, item_e = model.user_embedding(user), model.item_embedding(items)
+        content_e = model.content_embedding(items)
+        ui_logits = ((torch.where(hybrid.unsqueeze(-1), content_e, item_e) @ user_e.unsqueeze(-1)).squeeze(-1))
+        re_logits = (F.normalize(content_e, dim=-1) @ F.normalize(item_e[:, 0], dim=-1).unsqueeze(-1)).squeeze(-1)
+        target = torch.zeros(len(user), dtype=torch.long)
+        losses = {}
+        for temperature in (0.2, 2.0):
+            model.temperature = temperature
+            user_item, representation, _ = model.contrastive_losses(user, items, hybrid)
+            torch.testing.assert_close(user_item, F.cross_entropy(ui_logits / temperature, target))
+            torch.testing.assert_close(representation, F.cross_entropy(re_logits / temperature, target))
+            losses[temperature] = (float(user_item), float(representation))
+    assert losses[0.2][0] != losses[2.0][0] and losses[0.2][1] != losses[2.0][1]
+
+
+def test_calculate_loss_mixes_objectives_by_lambda(tmp_path):
+    model, train_data = build(tmp_path, contrastive_weight=0.3, reg_weight=0.05)
+    batch = next(iter(train_data)).to(model.device)
+    torch.manual_seed(7)
+    loss = model.calculate_loss(batch)
+    torch.manual_seed(7)
+    user_item, representation, l2 = model.contrastive_losses(*batch_items(model, batch))
+    torch.testing.assert_close(loss, 0.3 * representation + 0.7 * user_item + 0.05 * l2)
+
+
+def test_cold_items_are_represented_by_content(tmp_path):
+    model, _ = build(tmp_path)
+    model.eval()
+    cold = torch.nonzero(model.item_count[1:] == 0).view(-1) + 1
+    warm = torch.nonzero(model.item_count > model.max_shots).view(-1)
+    users = torch.tensor([1, 2], device=model.device)
+    with torch.no_grad():
+        scores = model.full_sort_predict({model.USER_ID: users}).view(len(users), -1)
+        user_e = model.user_embedding(users)
+        torch.testing.assert_close(scores[:, cold], user_e @ model.content_embedding(cold).T)
+        torch.testing.assert_close(scores[:, warm], user_e @ model.item_embedding(warm).T)
+
+
+def test_training_beats_untrained_on_planted_pattern(tmp_path):
+    name, data_path = planted_split(tmp_path, shots=0)
+    untrained = train_and_test("CLCRec", name, data_path, epochs=0)
+    trained = train_and_test("CLCRec", name, data_path, epochs=5)
+    assert trained["ndcg@10"] > untrained["ndcg@10"]
