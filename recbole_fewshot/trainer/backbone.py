@@ -41,6 +41,6 @@ class WarmBackboneTrainer(Trainer):
                     )
                     loss.backward()
                     optimizer.step()
-                    total += float(loss)
+                    total += loss.item()
                 logger.info(f"backbone epoch {epoch}: BPR loss {total:.4f}")
         backbone.freeze()

@@ -1,0 +1,114 @@
+"""MWUF: the shifting network reads training buyers only, scaling reads features only; training helps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from planted import FAST_CONFIG, planted_split, train_and_test
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_seed
+
+from recbole_fewshot.data.atomic import read_atomic
+from recbole_fewshot.data.split import read_manifest
+
+
+def build(name: str, data_path: Path, **overrides):
+    config = Config(model="MWUF", dataset=name, config_dict={
+        **FAST_CONFIG, "data_path": str(data_path), "checkpoint_dir": str(data_path.parent / "saved"), **overrides})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    model = get_model("MWUF")(config, train_data._dataset)
+    return config, model, (train_data, valid_data, test_data)
+
+
+def buyers(data_path: Path, name: str, phase: str) -> dict[str, set[str]]:
+    table, _ = read_atomic(data_path / name / f"{name}.{phase}.inter")
+    return {item: set(group["user_id"]) for item, group in table.groupby("item_id")}
+
+
+def test_shifting_network_aggregates_training_buyers_only(in_tmp):
+    name, data_path = planted_split(in_tmp, shots=3)
+    _, model, (train_data, _, _) = build(name, data_path)
+    dataset = train_data._dataset
+    manifest = read_manifest(data_path / name / f"{name}.fewshot.json")
+    train = buyers(data_path, name, "train")
+    queries = {**buyers(data_path, name, "valid"), **buyers(data_path, name, "test")}
+
+    def aggregated(token: str) -> set[str]:
+        users, valid = model.shift_users(torch.tensor([dataset.token2id("item_id", token)]))
+        return set(dataset.id2token("user_id", users[valid].numpy()).tolist())
+
+    new_items = manifest["valid_new_items"] + manifest["test_new_items"]
+    for token in new_items:
+        assert aggregated(token) == train[token] and len(train[token]) == 3
+        assert not aggregated(token) & queries[token]
+    for token in dataset.id2token("item_id", torch.arange(1, dataset.item_num).numpy()):
+        assert aggregated(token) <= train.get(token, set())
+
+
+def test_scaling_depends_on_item_features_only(in_tmp):
+    name, data_path = planted_split(in_tmp, shots=3)
+    _, model, _ = build(name, data_path)
+    model.eval()
+    items = torch.arange(1, model.n_items)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.content.encoders["genre"].weight)  # token embeddings start at zero
+        before = model.scaling(items)
+        shift_before = model.shifting(items)
+        torch.nn.init.normal_(model.backbone.user_embedding.weight)
+        torch.nn.init.normal_(model.backbone.item_embedding.weight)
+        torch.nn.init.normal_(model.cold_offset.weight)
+        model.support.copy_(model.support[torch.randperm(model.n_items)])
+        assert torch.equal(model.scaling(items), before)
+        assert not torch.allclose(model.shifting(items), shift_before)
+        model.content.feature_genre[5] = model.content.feature_genre[5] % (model.content.feature_genre.max()) + 1
+        after = model.scaling(items)
+    changed = (after != before).any(-1)
+    assert changed[4] and changed.sum() == 1  # row 4 is item id 5
+
+
+def test_zero_shot_item_is_content_scaling_of_mean_embedding(in_tmp):
+    name, data_path = planted_split(in_tmp, shots=0)
+    _, model, (train_data, _, _) = build(name, data_path)
+    manifest = read_manifest(data_path / name / f"{name}.fewshot.json")
+    item = torch.tensor(train_data._dataset.token2id("item_id", manifest["test_new_items"][:1]))
+    with torch.no_grad():
+        mean = model.backbone.item_embedding.weight[model.has_interactions].mean(0)
+        expected = model.scaling(item) * mean
+        assert torch.allclose(model.item_representation(item), expected, atol=1e-6)
+
+
+def test_training_beats_untrained(in_tmp):
+    name, data_path = planted_split(in_tmp, shots=3)
+    untrained = train_and_test("MWUF", name, data_path, epochs=0)
+    trained = train_and_test("MWUF", name, data_path, epochs=15, backbone_epochs=15, learning_rate=0.01)
+    assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.05
+
+
+def test_pretrained_backbone_from_recbole_bpr_checkpoint(in_tmp):
+    from recbole.quick_start import run_recbole
+
+    name, data_path = planted_split(in_tmp, shots=3)
+    saved = in_tmp / "bpr"
+    run_recbole(model="BPR", dataset=name, config_dict={
+        "data_path": str(data_path), "checkpoint_dir": str(saved), "epochs": 1, "embedding_size": 16,
+        "show_progress": False, "state": "ERROR", "topk": [10], "valid_metric": "NDCG@10"})
+    (checkpoint,) = saved.glob("BPR-*.pth")
+    bpr = torch.load(checkpoint, weights_only=False)["state_dict"]
+
+    config, model, (train_data, valid_data, test_data) = build(
+        name, data_path, epochs=1, pretrained_backbone=str(checkpoint), backbone_epochs=50)
+    trainer = get_trainer(config["MODEL_TYPE"], "MWUF")(config, model)
+    trainer.fit(train_data, valid_data, saved=False)
+    for field in ("user_embedding", "item_embedding"):
+        weight = getattr(model.backbone, field).weight
+        assert torch.equal(weight, bpr[f"{field}.weight"]) and not weight.requires_grad
+    assert trainer.evaluate(test_data, load_best_model=False)["ndcg@10"] >= 0
+
+    _, wrong_size, (train_data, valid_data, _) = build(name, data_path, pretrained_backbone=str(checkpoint),
+                                                       embedding_size=8)
+    with pytest.raises(ValueError, match="embedding_size"):
+        get_trainer(config["MODEL_TYPE"], "MWUF")(config, wrong_size).fit(train_data, valid_data, saved=False)
