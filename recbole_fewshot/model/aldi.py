@@ -33,7 +33,9 @@ Departures from the paper and the authors' code:
 * content is every RecBole item feature, encoded by the shared
   :class:`~recbole_fewshot.nn.content.ItemContentEncoder` before the student's MLP, instead of a fixed
   precomputed content vector; ``f_I`` and ``f_U`` are ``Linear-BatchNorm-tanh-Linear`` as in the
-  authors' code, with Xavier instead of truncated-normal initialisation;
+  authors' code, with Xavier instead of truncated-normal initialisation and PyTorch's batch-norm
+  momentum (0.1) instead of TensorFlow's decay (0.99), so running statistics settle within an epoch;
+* teacher-qualifying weighting is on by default as in the paper (the authors' script defaults it off);
 * negatives are RecBole's uniform samples; pairs whose negative has no training interaction are left
   out, as the authors sample negatives among warm items only;
 * the L2 penalty on the student (authors: 1e-4) is Adam's ``weight_decay`` over every trainable
