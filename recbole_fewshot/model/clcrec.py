@@ -30,9 +30,7 @@ Departures from the paper and the authors' code:
   may include one of the user's own items (the authors exclude the user's items);
 * hybrid inputs are chosen per item by a Bernoulli(``hybrid_prob``) draw, where the authors' code
   draws ``hybrid_prob`` times the number of items with replacement;
-* cold is decided per item by its training count (``max_shots``) rather than a fixed cold item set;
-* the default temperature is 0.5 (chosen on ml-100k validation) instead of the authors' 2.0 for their
-  MovieLens features; the other defaults are the authors'.
+* cold is decided per item by its training count (``max_shots``) rather than a fixed cold item set.
 """
 
 from __future__ import annotations
