@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +127,10 @@ def _child_main(request_file: str, result_file: str) -> None:
     Path(result_file).write_text(json.dumps(result), encoding="utf-8")
 
 
-def _run_in_child(model: str, dataset: str, config: dict, workdir: Path) -> dict:
+def _run_in_child(model: str, dataset: str, config: dict, workdir: Path, threads: int | None = None) -> dict:
+    env = dict(os.environ)
+    if threads and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory(dir=workdir) as folder:
         request, result = Path(folder) / "request.json", Path(folder) / "result.json"
         request.write_text(json.dumps({"model": model, "dataset": dataset, "config": config}), encoding="utf-8")
@@ -134,7 +138,7 @@ def _run_in_child(model: str, dataset: str, config: dict, workdir: Path) -> dict
             [sys.executable, "-W", "ignore", "-c",
              "import sys; from recbole_fewshot.benchmark import _child_main; _child_main(sys.argv[1], sys.argv[2])",
              str(request), str(result)],
-            cwd=workdir, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            cwd=workdir, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
         )
         if completed.returncode != 0 or not result.is_file():
             lines = (completed.stderr or completed.stdout).strip().splitlines()
@@ -256,8 +260,13 @@ def plot(rows: list[dict], path: Path, metric: str = "ndcg@20") -> None:
 
 def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: int, out: str | os.PathLike,
               data_path: str | None = None, candidates: str = "new", config_files: Sequence[str] = (),
-              overrides: dict | None = None, command: str = "", split_options: dict | None = None) -> list[dict]:
-    """Run every missing cell, then write results.csv, results.md and ndcg_vs_shots.png under ``out``."""
+              overrides: dict | None = None, command: str = "", split_options: dict | None = None,
+              jobs: int = 1) -> list[dict]:
+    """Run every missing cell, then write results.csv, results.md and ndcg_vs_shots.png under ``out``.
+
+    ``jobs`` cells run at once, each child with ``cpu_count // jobs`` threads (unless OMP_NUM_THREADS
+    is set); their timings are then contended, so timing figures want ``jobs=1``.
+    """
     from tqdm import tqdm
 
     from recbole_fewshot.data.split import SplitSpec, materialize, resolve_source
@@ -273,32 +282,40 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
     done = {tuple(r[c] for c in KEY_COLUMNS) for r in rows if r.get("status") == "ok"}
     source = resolve_source(dataset, data_path)
     split_stats: dict[int, dict] = {}
-    cells = [Cell(m, k, s) for k in shots for s in range(2020, 2020 + seeds) for m in models]
-    progress = tqdm(cells, desc="cells", unit="cell", file=sys.stderr)
-    for cell in progress:
+    pending = []
+    for cell in [Cell(m, k, s) for k in shots for s in range(2020, 2020 + seeds) for m in models]:
         spec = SplitSpec(shots=cell.shots, seed=cell.seed, **(split_options or {}))
         split_name, manifest = materialize(source, spec, out / "splits")
         split_stats.setdefault(cell.shots, manifest["stats"])
         model, config = cell_config(cell, split_name, out / "splits", candidates, base, out)
         key = (dataset, cell.model, str(cell.shots), str(cell.seed), candidates, _params_hash({"model": model, **config}))
-        if key in done:
-            continue
-        row = dict(zip(KEY_COLUMNS, key))
-        try:
-            result = _run_in_child(model, split_name, config, out)
-        except Exception as error:  # one failing cell is recorded; the others go on
-            row.update(status="failed", error=str(error)[:500])
-            tqdm.write(f"FAILED {cell.model} K={cell.shots} seed={cell.seed}: {row['error']}")
-        else:
-            row.update(status="ok", error="")
-            row.update({f"test_{k}": v for k, v in result["test"].items()})
-            row.update({f"valid_{k}": v for k, v in result["valid"].items()})
-            row.update({c: result[c] for c in ["best_valid_score", *TIMING_COLUMNS]})
-            ndcg = result["test"].get("ndcg@20", result["test"].get("ndcg@10"))
-            tqdm.write(f"{cell.model} K={cell.shots} seed={cell.seed}: test NDCG {ndcg} "
-                       f"({result['epochs']} epochs, {result['train_seconds']:.0f}s)")
-        rows = [r for r in rows if tuple(r[c] for c in KEY_COLUMNS) != key] + [row]
-        _write_rows(results_path, rows)
+        if key not in done:
+            pending.append((cell, key, model, split_name, config))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    progress = tqdm(total=len(pending), desc="cells", unit="cell", file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait for the child processes
+        futures = {pool.submit(_run_in_child, model, name, config, out, threads): (cell, key)
+                   for cell, key, model, name, config in pending}
+        for future in as_completed(futures):
+            cell, key = futures[future]
+            row = dict(zip(KEY_COLUMNS, key))
+            try:
+                result = future.result()
+            except Exception as error:  # one failing cell is recorded; the others go on
+                row.update(status="failed", error=str(error)[:500])
+                tqdm.write(f"FAILED {cell.model} K={cell.shots} seed={cell.seed}: {row['error']}")
+            else:
+                row.update(status="ok", error="")
+                row.update({f"test_{k}": v for k, v in result["test"].items()})
+                row.update({f"valid_{k}": v for k, v in result["valid"].items()})
+                row.update({c: result[c] for c in ["best_valid_score", *TIMING_COLUMNS]})
+                ndcg = result["test"].get("ndcg@20", result["test"].get("ndcg@10"))
+                tqdm.write(f"{cell.model} K={cell.shots} seed={cell.seed}: test NDCG {ndcg} "
+                           f"({result['epochs']} epochs, {result['train_seconds']:.0f}s)")
+            rows = [r for r in rows if tuple(r[c] for c in KEY_COLUMNS) != key] + [row]
+            _write_rows(results_path, rows)
+            progress.update()
+    progress.close()
     write_markdown(rows, out / "results.md", command, split_stats, candidates)
     plot(rows, out / "ndcg_vs_shots.png")
     return rows

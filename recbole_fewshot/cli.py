@@ -20,11 +20,15 @@ def _recbole_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) ->
 
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from recbole.quick_start import run_recbole
+    from recbole_fewshot.distributed import run_distributed
 
-    # RecBole reads overrides from sys.argv itself (highest precedence), exactly as its run_recbole.py.
+    # RecBole reads overrides from sys.argv itself (highest precedence), exactly as its run_recbole.py;
+    # spawned workers receive the same sys.argv.
     sys.argv = [sys.argv[0], *overrides]
-    result = run_recbole(model=args.model, dataset=args.dataset, config_file_list=args.config_files or None)
+    result = run_distributed(
+        model=args.model, dataset=args.dataset, config_file_list=args.config_files or None, nproc=args.nproc,
+        world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.offset, backend=args.backend,
+    )
     print(f"best valid: {dict(result['best_valid_result'] or {})}")
     print(f"test result: {dict(result['test_result'] or {})}")
     return 0
@@ -63,6 +67,7 @@ def _benchmark(args: argparse.Namespace, overrides: dict) -> int:
         args.dataset, args.models or DEFAULT_MODELS, args.shots, args.seeds, args.out, data_path=args.data_path,
         candidates=args.candidates, config_files=args.config_files or (), overrides=overrides,
         command="recbole-fewshot " + " ".join(sys.argv[1:]), split_options={"policy": args.policy},
+        jobs=args.jobs,
     )
     print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
     return 0
@@ -116,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", "-m", required=True)
     run.add_argument("--dataset", "-d", required=True)
     run.add_argument("--config-files", nargs="+", default=None)
+    run.add_argument("--nproc", type=int, default=1, help="processes on this machine (distributed data parallel when > 1)")
+    run.add_argument("--world-size", type=int, default=-1, help="processes on all machines (default: --nproc)")
+    run.add_argument("--ip", default="localhost", help="address of the machine running rank 0")
+    run.add_argument("--port", default="5678", help="free port on the machine running rank 0")
+    run.add_argument("--offset", type=int, default=0, help="global rank of this machine's first process")
+    run.add_argument("--backend", choices=["nccl", "gloo"], default=None,
+                     help="torch.distributed backend (default: nccl with CUDA, else gloo)")
 
     split = commands.add_parser("split", help="write a few-shot new-item split as RecBole atomic files")
     split.add_argument("--dataset", required=True)
@@ -142,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config-files", nargs="+", default=None)
     bench.add_argument("--out")
     bench.add_argument("--list-models", action="store_true")
+    bench.add_argument("--jobs", type=int, default=1,
+                       help="cells run at once (timings are then contended: use 1 for timing figures)")
 
     quick = commands.add_parser("quick", help="the main job: a quick ml-100k benchmark (K = 0 and 3, one seed)")
     quick.add_argument("--out", default="results/quick")

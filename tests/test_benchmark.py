@@ -25,7 +25,7 @@ def finished(tmp_path_factory):
     out = root / "out"
     bench.benchmark("planted", MODELS, [0], 2, out, data_path=str(root / "source"),
                     overrides={"epochs": 1}, command="recbole-fewshot benchmark (test)",
-                    split_options={"max_shots": 3})
+                    split_options={"max_shots": 3}, jobs=2)  # two cells at once: rows must not be lost
     return root, out
 
 
@@ -68,7 +68,7 @@ def test_resume_skips_finished_cells_and_retries_failed(finished, monkeypatch):
     root, out = finished
     calls = []
 
-    def fake_child(model, dataset, config, workdir):
+    def fake_child(model, dataset, config, workdir, threads=None):
         calls.append(model)
         raise RuntimeError("still failing")
 

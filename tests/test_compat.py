@@ -6,24 +6,33 @@ import functools
 import logging
 import math
 import os
+import socket
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import recbole
 import recbole.config.configurator
 import recbole.data
+import recbole.data.dataset.dataset
 import recbole.data.utils
 import recbole.evaluator.collector
 import recbole.quick_start
 import recbole.quick_start.quick_start
 import recbole.sampler.sampler
+import recbole.trainer.trainer
 import recbole.utils
+import recbole.utils.logger
 import recbole.utils.utils
 import scipy.sparse
 import torch
+import torch.distributed
 from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader, TrainDataLoader
+from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from recbole.trainer import Trainer
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 
 from conftest import build_pipeline, build_trainer
 from recbole_fewshot import compat
@@ -34,7 +43,8 @@ EXPECTED_PATCHES = {
     "unknown_model_error", "plugin_model_defaults", "fewshot_config", "safe_checkpoint_load:evaluate",
     "safe_checkpoint_load:resume", "safe_checkpoint_load:quick_start", "scipy_dok_update",
     "new_item_candidates", "training_popularity_only", "training_popularity_only:repeatable",
-    "collector_non_tensor_data",
+    "collector_non_tensor_data", "ensure_dir_race", "ddp_backend", "ddp_cpu_module", "ddp_shared_checkpoint",
+    "ddp_exact_metrics:sampler", "ddp_exact_metrics:gather", "ddp_exact_metrics:reduce",
 }
 OWNERS = {
     "unknown_model_error": ([recbole.utils.utils, recbole.utils, recbole.config.configurator,
@@ -49,6 +59,14 @@ OWNERS = {
     "training_popularity_only": ([recbole.sampler.sampler.Sampler], "_get_candidates_list"),
     "training_popularity_only:repeatable": ([recbole.sampler.sampler.RepeatableSampler], "_get_candidates_list"),
     "collector_non_tensor_data": ([recbole.evaluator.collector.Collector], "get_data_struct"),
+    "ensure_dir_race": ([recbole.utils.utils, recbole.utils, recbole.utils.logger, recbole.trainer.trainer,
+                         recbole.data.utils, recbole.data.dataset.dataset], "ensure_dir"),
+    "ddp_backend": ([recbole.config.configurator.Config], "_init_device"),
+    "ddp_cpu_module": ([recbole.trainer.trainer.AbstractTrainer], "__init__"),
+    "ddp_shared_checkpoint": ([Trainer], "_save_checkpoint"),
+    "ddp_exact_metrics:sampler": ([AbstractDataLoader], "__init__"),
+    "ddp_exact_metrics:gather": ([recbole.evaluator.collector.Collector], "model_collect"),
+    "ddp_exact_metrics:reduce": ([Trainer], "_map_reduce"),
 }
 
 
@@ -325,6 +343,126 @@ def test_collector_keeps_plain_entries_and_fixes_recboles_failure(planted_k2, in
     trainer.eval_collector.data_collect(train_data)
     with pytest.raises(AttributeError, match="cpu"):  # RecBole's own get_data_struct on the int entry
         compat.PATCHED["collector_non_tensor_data"](trainer.eval_collector)
+
+
+# --- ensure_dir_race -----------------------------------------------------------------------------
+
+def test_ensure_dir_tolerates_a_folder_made_by_another_process(tmp_path, monkeypatch):
+    target = tmp_path / "log" / "BPR"
+    target.mkdir(parents=True)
+    monkeypatch.setattr(os.path, "exists", lambda path: False)  # the other process made it after this check
+    with pytest.raises(FileExistsError):
+        compat.PATCHED["ensure_dir_race"](str(target))
+    recbole.utils.logger.ensure_dir(str(target))
+    monkeypatch.undo()
+    recbole.utils.ensure_dir(str(tmp_path / "new" / "deep"))
+    assert (tmp_path / "new" / "deep").is_dir()
+
+
+# --- ddp_* (distributed mode, here with a world of this one process; tests/test_distributed.py runs two) ---
+
+@pytest.fixture
+def world_of_one(monkeypatch):
+    """Config entries for distributed mode on the CPU, this process alone; the group is destroyed after."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored afterwards: RecBole's Config sets it
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    yield {"local_rank": 0, "world_size": 1, "nproc": 1, "ip": "localhost", "port": str(port), "offset": 0,
+           "gpu_id": ""}
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_ddp_backend_is_gloo_on_the_cpu(planted_k2, world_of_one):
+    from recbole.config import Config
+
+    name, data_path = planted_k2
+    config = Config(model="BPR", dataset=name, config_dict={"data_path": str(data_path), **world_of_one})
+    assert torch.distributed.is_initialized() and torch.distributed.get_backend() == "gloo"
+    assert config["device"] == torch.device("cpu") and config["single_spec"] is False
+    assert (torch.distributed.get_rank(), torch.distributed.get_world_size()) == (0, 1)
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_ddp_backend_nccl_needs_cuda(planted_k2, world_of_one):
+    from recbole.config import Config
+
+    name, data_path = planted_k2
+    with pytest.raises(ValueError, match="ddp_backend: gloo"):
+        Config(model="BPR", dataset=name,
+               config_dict={"data_path": str(data_path), **world_of_one, "ddp_backend": "nccl"})
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="RecBole's own nccl path needs a machine without CUDA to fail")
+@pytest.mark.usefixtures("in_tmp")
+def test_recboles_own_distributed_device_fails_on_the_cpu(planted_k2, world_of_one):
+    from recbole.config import Config
+
+    name, data_path = planted_k2
+    config = Config(model="BPR", dataset=name, config_dict={"data_path": str(data_path)})
+    config.final_config_dict.update(world_of_one)
+    with pytest.raises(RuntimeError, match="NCCL"):  # the backend is hard-coded
+        compat.PATCHED["ddp_backend"](config)
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_ddp_fit_save_and_evaluate_in_a_world_of_one(planted_k2, in_tmp, world_of_one, monkeypatch):
+    barriers = []
+    real_barrier = torch.distributed.barrier
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: barriers.append(1) or real_barrier(*a, **k))
+    config, _, train_data, valid_data, test_data = build_pipeline("BPR", *planted_k2, in_tmp, **world_of_one)
+    trainer = build_trainer(config, train_data)
+    assert isinstance(trainer.distributed_model, DistributedDataParallel)
+    assert trainer.distributed_model.device_ids is None and trainer.distributed_model.module is trainer.model
+    with pytest.raises(ValueError, match="device_ids"):  # RecBole's own wrapping of a CPU model
+        compat.PATCHED["ddp_cpu_module"](object.__new__(Trainer), config, trainer.model)
+    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    assert barriers and Path(trainer.saved_model_file).is_file()  # every save ends with a barrier
+    distributed = trainer.evaluate(test_data, load_best_model=True)
+    single_config, _, single_train, _, single_test = build_pipeline("BPR", *planted_k2, in_tmp)
+    single = build_trainer(single_config, single_train).evaluate(single_test, load_best_model=True,
+                                                                 model_file=trainer.saved_model_file)
+    assert distributed == pytest.approx(single, abs=1e-12)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_unpadded_sampler_gives_every_sample_to_one_rank(world):
+    with pytest.raises(ValueError, match="fewer processes"):
+        compat.unpad_sampler(DistributedSampler(range(world - 1), num_replicas=world, rank=0, shuffle=False))
+    for size in range(world, 10):
+        padded = [list(DistributedSampler(range(size), num_replicas=world, rank=rank, shuffle=False))
+                  for rank in range(world)]
+        samplers = [DistributedSampler(range(size), num_replicas=world, rank=rank, shuffle=False)
+                    for rank in range(world)]
+        for sampler in samplers:
+            compat.unpad_sampler(sampler)
+        unpadded = [list(sampler) for sampler in samplers]
+        assert [len(indices) for indices in unpadded] == [len(sampler) for sampler in samplers]
+        assert sorted(sum(unpadded, [])) == list(range(size))
+        assert len(sum(padded, [])) == size + (-size) % world  # RecBole's: some samples twice
+
+
+def test_merge_shards_restores_the_single_process_order():
+    rows = torch.arange(14).view(7, 2)
+    assert torch.equal(compat.merge_shards([rows[0::3], rows[1::3], rows[2::3]]), rows)
+    assert torch.equal(compat.merge_shards([rows[0::2], rows[1::2][:0]]), rows[0::2])
+    uneven = [rows[:5], rows[5:]]  # not one row per sample (scores with sampled negatives): the union
+    assert torch.equal(compat.merge_shards(uneven), rows)
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_ddp_metric_patches_stand_aside_in_one_process(planted_k2, in_tmp):
+    config, _, train_data, _, test_data = build_pipeline("BPR", *planted_k2, in_tmp)
+    assert len(test_data.sampler) == test_data.sample_size
+    trainer = build_trainer(config, train_data)
+    trainer.eval_collector.data_struct.update_tensor("rec.topk", torch.ones(3, 2, dtype=torch.int))
+    trainer.eval_collector.model_collect(trainer.model)  # no process group: a collective call would fail
+    assert trainer.eval_collector.data_struct.get("rec.topk").shape == (3, 2)
+    result = {"ndcg@10": 0.5}
+    assert trainer._map_reduce(result, 4) is result
 
 
 # --- built-in baselines --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def grad_norm(model, loss, parameters) -> float:
 
 
 def test_both_contrastive_objectives_train_their_parameters(tmp_path):
-    # token fields only: every content vector starts at zero (zero-initialised token embeddings)
+    # token fields only: the gradient must reach the token embeddings through every layer
     model, train_data = build(tmp_path, item_content_fields=["genre", "tags"])
     user, items, hybrid = batch_items(model, next(iter(train_data)).to(model.device))
     assert hybrid.any() and (~hybrid).any()

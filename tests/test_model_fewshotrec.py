@@ -74,14 +74,32 @@ def test_episodes_never_include_the_scored_user(tmp_path):
     for _ in range(20):
         items = warm[torch.randint(len(warm), (256,))]
         users = torch.stack([model.item_users[model.item_ptr[i]] for i in items])  # a real buyer of each item
-        support, lengths, episode = model.positive_support(users, items)
+        episode, shots = model.episodes(items)
+        support, lengths = model.training_support(users, items, episode, shots)
         assert episode.all()
-        assert (lengths <= model.max_shots).all()
+        assert (lengths <= shots).all()
         for row in range(len(items)):
             chosen = support[row, : lengths[row]]
             assert (chosen > 0).all()
             assert users[row] not in chosen.tolist()
     assert lengths.float().std() > 0, "K' is drawn from 0..max_shots"
+
+
+def test_episode_rows_hide_both_ids_and_train_the_cold_module(tmp_path):
+    model, train, *_ = build(tmp_path, meta_ratio=1.0)
+    model.train()
+    warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
+    items = warm[:8]
+    users = torch.stack([model.item_users[model.item_ptr[i]] for i in items])
+    episode, shots = model.episodes(items)
+    with torch.no_grad():
+        model.item_embedding.weight.add_(100.0)  # a visible id would dominate the vector
+    vectors = model.training_item_representation(users, items, episode, torch.zeros_like(shots))
+    assert vectors.abs().max() < 50, "an episode item must not read its id embedding"
+    model.zero_grad()
+    model.alignment_loss(users, items).backward()
+    assert model.fuse[0].weight.grad.abs().sum() > 0
+    assert model.item_embedding.weight.grad is None or model.item_embedding.weight.grad.abs().sum() == 0
 
 
 def test_onboarding_matches_full_sort_and_uses_support(tmp_path):
@@ -102,8 +120,9 @@ def test_onboarding_matches_full_sort_and_uses_support(tmp_path):
 
     full_sort = model.full_sort_predict(Interaction({"user_id": user_ids})).view(len(users), -1)[:, item]
     assert torch.allclose(scores[:, 0], full_sort, atol=1e-5)
-    more = model.onboard([row], [support + ["u7"]])
-    assert not torch.allclose(more, embedding), "adding a support user changes the item"
+    assert len(support) == model.max_shots == 3  # the split's max_shots
+    fewer = model.onboard([row], [support[:-1]])
+    assert not torch.allclose(fewer, embedding), "adding a support user changes the item"
 
 
 @pytest.mark.parametrize("encoder", ["gru", "cnn"])
@@ -129,3 +148,18 @@ def test_flops_probe_and_determinism(tmp_path):
     first = train_and_test("FewShotRec", name, data_path, epochs=1)
     second = train_and_test("FewShotRec", name, data_path, epochs=1)
     assert first == second
+
+
+def test_negatives_never_sold_in_training_carry_no_loss(tmp_path):
+    model, train, *_ = build(tmp_path, shots=0, alignment_weight=0.0, meta_ratio=0.0)
+    model.train()
+    from recbole.data.interaction import Interaction
+
+    unseen = torch.nonzero(model.item_count == 0).squeeze(1)
+    unseen = unseen[unseen > 0]
+    seen = torch.nonzero(model.item_count > 0).squeeze(1)
+    users = model.item_users[model.item_ptr[seen[:4]]]
+    batch = {"user_id": users, "item_id": seen[:4]}
+    loss = model.calculate_loss(Interaction({**batch, "neg_item_id": unseen[:4]}))
+    assert loss.item() == 0.0
+    assert model.calculate_loss(Interaction({**batch, "neg_item_id": seen[-4:]})).item() > 0.0

@@ -63,14 +63,14 @@ def test_new_items_are_scored_from_content_and_the_backbone_is_never_trained(pla
     model.eval()
     with torch.no_grad():
         torch.nn.init.normal_(model.content.encoders["genre"].weight.data)  # token embeddings start at zero
-        before = model.all_item_vectors()[cold].clone()
+        before = model.all_item_table()[cold].clone()
         model.backbone.item_embedding.weight[cold] += 5.0
         model.eval()
-        assert torch.equal(model.all_item_vectors()[cold], before)
+        assert torch.equal(model.all_item_table()[cold], before)
         genre = model.content.feature_genre
         genre[cold] = genre[genre != genre[cold]].max()
         model.eval()
-        assert not torch.equal(model.all_item_vectors()[cold], before)
+        assert not torch.equal(model.all_item_table()[cold], before)
 
 
 def test_similarity_constraint_pulls_the_mapping_toward_pretrained_vectors(planted_k0, in_tmp):

@@ -43,7 +43,7 @@ def expected_weights(model, dataset, item: int, positives: list[int]) -> torch.T
 
 def test_item_weights_are_the_function_of_its_support_users(in_tmp):
     name, data_path = planted_split(in_tmp, shots=3)
-    model, dataset = build(name, data_path)
+    model, dataset = build(name, data_path, max_shots=5)  # room in the support set for one more user
     manifest = read_manifest(data_path / name / f"{name}.fewshot.json")
     item = int(dataset.token2id("item_id", manifest["test_new_items"][0]))
     inter = dataset.inter_feat

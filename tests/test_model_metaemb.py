@@ -61,7 +61,7 @@ def test_meta_loss_trains_generator_not_backbone(planted_k0, in_tmp):
 def test_serving_embeddings_by_training_interaction_count(planted_k2, in_tmp):
     model, _ = _trained_backbone(planted_k2, in_tmp)
     model.eval()
-    table = model.all_item_vectors()
+    table = model.all_item_table()
     warm = model.warm_items[:5]
     assert torch.equal(table[warm], model.backbone.item_embedding.weight[warm])
 
@@ -78,7 +78,7 @@ def test_serving_embeddings_by_training_interaction_count(planted_k2, in_tmp):
     with torch.no_grad():
         model.backbone.item_embedding.weight[few] += 5.0
         model.eval()
-        assert torch.allclose(model.all_item_vectors()[few], table[few])  # a few-shot id vector is never read
+        assert torch.allclose(model.all_item_table()[few], table[few])  # a few-shot id vector is never read
 
 
 def test_zero_shot_item_gets_the_generated_embedding(planted_k0, in_tmp):
@@ -86,7 +86,7 @@ def test_zero_shot_item_gets_the_generated_embedding(planted_k0, in_tmp):
     model.eval()
     cold = torch.nonzero(model.item_count[1:] == 0).squeeze(1) + 1
     with torch.no_grad():
-        assert torch.equal(model.all_item_vectors()[cold], model.meta_embedding(cold))
+        assert torch.equal(model.all_item_table()[cold], model.meta_embedding(cold))
 
 
 def test_training_beats_untrained(planted_k0):

@@ -121,3 +121,12 @@ def test_end_to_end_on_ml100k(in_tmp, capsys):
         results[model] = materialised["test_result"]
     assert (in_tmp / "cache" / name).is_dir()
     assert results["Pop"]["recall@10"] > 0  # K=3: new items have some training popularity
+
+
+def test_models_follow_the_splits_max_shots_unless_set(planted_source, in_tmp):
+    from recbole.config import Config
+
+    settings = {"data_path": str(planted_source), "fewshot": {**BLOCK, "max_shots": 4},
+                "fewshot_cache_dir": str(in_tmp / "cache")}
+    assert Config(model="FewShotRec", dataset="planted", config_dict=settings)["max_shots"] == 4
+    assert Config(model="FewShotRec", dataset="planted", config_dict={**settings, "max_shots": 6})["max_shots"] == 6

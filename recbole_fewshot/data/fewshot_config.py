@@ -3,7 +3,8 @@
 Two ways in, both handled while RecBole's ``Config`` is built:
 
 * the dataset folder holds ``<name>.fewshot.json`` (a split written by ``recbole-fewshot split``): its
-  settings (``benchmark_filename``, ``load_col``, field names, ``fewshot_candidates``) become defaults;
+  settings (``benchmark_filename``, ``load_col``, field names, ``fewshot_candidates``, ``max_shots``)
+  become defaults;
 * the config has a ``fewshot:`` block on a source dataset: the split is materialised into a cache
   keyed by its parameters and the source checksum, and the run switches to it.
 
@@ -82,6 +83,8 @@ def apply_fewshot_settings(config) -> None:
         "fewshot_candidates": "new",
         # Min-max scaling of inter float fields would span query rows; item content is scaled by the models.
         "normalize_all": False,
+        # The models treat items with at most max_shots training interactions as new: follow the split.
+        "max_shots": manifest["max_shots"],
         **{key: value for key, value in manifest["fields"].items() if value is not None},
     }
     for key, value in defaults.items():

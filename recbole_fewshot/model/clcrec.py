@@ -43,6 +43,7 @@ from torch import nn
 
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.item_table import CachedItemTable
 
 
 def info_nce(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -50,7 +51,7 @@ def info_nce(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return -torch.log_softmax(logits / temperature, dim=1)[:, 0].mean()
 
 
-class CLCRec(GeneralRecommender):
+class CLCRec(CachedItemTable, GeneralRecommender):
     r"""Id and content item embeddings tied by user-item and representation-level InfoNCE."""
 
     input_type = InputType.PAIRWISE
@@ -74,9 +75,8 @@ class CLCRec(GeneralRecommender):
         self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
         hidden = config["encoder_hidden_size"]
         self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.LeakyReLU(), nn.Linear(hidden, d))
-        nn.init.xavier_normal_(self.user_embedding.weight)  # the authors' id initialisation; layers keep
-        nn.init.xavier_normal_(self.item_embedding.weight)  # PyTorch's, whose biases lift zero content
-        self._item_table: torch.Tensor | None = None
+        nn.init.xavier_normal_(self.user_embedding.weight)  # the authors' id initialisation; the layers
+        nn.init.xavier_normal_(self.item_embedding.weight)  # keep PyTorch's default
 
     def content_embedding(self, items: torch.Tensor) -> torch.Tensor:
         """Content embeddings, shape ``[*items.shape, embedding_size]``; each distinct item encoded once."""
@@ -108,10 +108,6 @@ class CLCRec(GeneralRecommender):
         l2 = (user_e.norm(dim=-1).mean() + item_e.norm(dim=-1)[inverse].mean()) / 2
         return user_item, representation, l2
 
-    def train(self, mode: bool = True):
-        self._item_table = None  # parameters change in training: recompute item vectors
-        return super().train(mode)
-
     def calculate_loss(self, interaction):
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]
@@ -127,16 +123,6 @@ class CLCRec(GeneralRecommender):
 
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
         return torch.where(self.is_cold(items).unsqueeze(-1), self.content_embedding(items), self.item_embedding(items))
-
-    def all_item_table(self) -> torch.Tensor:
-        """Every item's vector; computed once per evaluation (``train()``/``eval()`` invalidate it)."""
-        items = torch.arange(self.n_items, device=self.item_count.device)
-        if self.training:
-            return self.item_representation(items)
-        if self._item_table is None:
-            with torch.no_grad():
-                self._item_table = self.item_representation(items)
-        return self._item_table
 
     def predict(self, interaction):
         user_e = self.user_embedding(interaction[self.USER_ID])

@@ -55,6 +55,7 @@ from torch import nn
 from recbole_fewshot.nn.backbone import BPRBackbone
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.item_table import CachedItemTable
 
 
 def wasserstein(mean_q: torch.Tensor, logvar_q: torch.Tensor,
@@ -64,7 +65,7 @@ def wasserstein(mean_q: torch.Tensor, logvar_q: torch.Tensor,
     return ((mean_q - mean_p) ** 2).sum(-1) + ((std_q - std_p) ** 2).sum(-1)
 
 
-class CVAR(GeneralRecommender):
+class CVAR(CachedItemTable, GeneralRecommender):
     r"""Conditional VAE generating item id embeddings of a frozen BPR backbone from content."""
 
     input_type = InputType.PAIRWISE
@@ -94,7 +95,6 @@ class CVAR(GeneralRecommender):
         self.loss = BPRLoss()
         self.apply(xavier_normal_initialization)
         self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self._item_table: torch.Tensor | None = None
 
     # --- the conditional VAE --------------------------------------------------------------------
     def posterior(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,10 +155,6 @@ class CVAR(GeneralRecommender):
         return torch.where(self.is_cold(items).unsqueeze(-1), cold, self.backbone.item_embedding(items))
 
     # --- RecBole interface ----------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._item_table = None  # parameters change in training: recompute item vectors
-        return super().train(mode)
-
     def calculate_loss(self, interaction):
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]
@@ -177,16 +173,6 @@ class CVAR(GeneralRecommender):
             loss = loss + self.recon_weight * ((reconstruction - target) ** 2).sum(-1).mean()
             loss = loss + self.reg_weight * distance.mean()
         return loss
-
-    def all_item_table(self) -> torch.Tensor:
-        """Every item's vector; computed once per evaluation (``train()``/``eval()`` invalidate it)."""
-        items = torch.arange(self.n_items, device=self.item_count.device)
-        if self.training:
-            return self.item_representation(items)
-        if self._item_table is None:
-            with torch.no_grad():
-                self._item_table = self.item_representation(items)
-        return self._item_table
 
     def predict(self, interaction):
         user_e = self.backbone.user_embedding(interaction[self.USER_ID])

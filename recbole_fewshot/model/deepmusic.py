@@ -38,9 +38,10 @@ from torch import nn
 from recbole_fewshot.nn.backbone import BPRBackbone
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.item_table import CachedItemTable
 
 
-class DeepMusic(GeneralRecommender):
+class DeepMusic(CachedItemTable, GeneralRecommender):
     r"""A content MLP regressed (MSE) onto frozen warm BPR item factors; cold items use its predictions."""
 
     input_type = InputType.PAIRWISE
@@ -53,13 +54,11 @@ class DeepMusic(GeneralRecommender):
         self.register_buffer("item_count", train.item_count, persistent=False)
 
         self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
-        sizes = [d, *config["mlp_hidden_size"]]  # PyTorch's default initialisation: its non-zero biases
-        # keep the ReLUs open while the content encoder's token embeddings still start at zero
+        sizes = [d, *config["mlp_hidden_size"]]  # PyTorch's default initialisation (non-zero biases)
         self.regressor = nn.Sequential(
             MLPLayers(sizes, dropout=config["dropout_prob"], activation="relu"), nn.Linear(sizes[-1], d)
         )
         self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self._item_table: torch.Tensor | None = None
 
     def predicted_factors(self, items: torch.Tensor) -> torch.Tensor:
         """Item factors predicted from content, shape ``[*items.shape, embedding_size]``."""
@@ -73,10 +72,6 @@ class DeepMusic(GeneralRecommender):
         warm = self.backbone.item_embedding(items)
         return torch.where(self.is_cold(items).unsqueeze(-1), self.predicted_factors(items), warm)
 
-    def train(self, mode: bool = True):
-        self._item_table = None  # the regressor changes in training: recompute item vectors
-        return super().train(mode)
-
     def calculate_loss(self, interaction):
         items = interaction[self.ITEM_ID]
         items = items[~self.is_cold(items)]
@@ -85,16 +80,6 @@ class DeepMusic(GeneralRecommender):
         with torch.no_grad():
             target = self.backbone.item_embedding(items)
         return F.mse_loss(self.predicted_factors(items), target)
-
-    def all_item_table(self) -> torch.Tensor:
-        """Every item's vector; computed once per evaluation (``train()``/``eval()`` invalidate it)."""
-        items = torch.arange(self.n_items, device=self.item_count.device)
-        if self.training:
-            return self.item_representation(items)
-        if self._item_table is None:
-            with torch.no_grad():
-                self._item_table = self.item_representation(items)
-        return self._item_table
 
     def predict(self, interaction):
         user_e = self.backbone.user_embedding(interaction[self.USER_ID])

@@ -46,6 +46,7 @@ from torch import nn
 from recbole_fewshot.nn.backbone import BPRBackbone
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.item_table import CachedItemTable
 
 
 def tower(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
@@ -64,7 +65,7 @@ def standardise(vectors: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return (vectors - reference.mean(0)) / reference.std(0).clamp_min(1e-6)
 
 
-class DropoutNet(GeneralRecommender):
+class DropoutNet(CachedItemTable, GeneralRecommender):
     r"""Two towers over dropped-out preference vectors and item content, regressing warm scores."""
 
     input_type = InputType.PAIRWISE
@@ -108,11 +109,9 @@ class DropoutNet(GeneralRecommender):
                     nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
                     nn.init.zeros_(layer.bias)
         self._preference: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._item_table: torch.Tensor | None = None
 
     def train(self, mode: bool = True):
         self._preference = None  # the backbone may have been (re)trained or loaded
-        self._item_table = None
         return super().train(mode)
 
     # --- inputs ---------------------------------------------------------------------------------
@@ -150,20 +149,12 @@ class DropoutNet(GeneralRecommender):
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_tower(self.preference_inputs()[0][users])
 
-    def item_vectors(self, items: torch.Tensor, preference: torch.Tensor | None = None) -> torch.Tensor:
+    def item_representation(self, items: torch.Tensor, preference: torch.Tensor | None = None) -> torch.Tensor:
         """Item tower output; ``preference`` defaults to the serving-time inputs of ``items``."""
         if preference is None:
             preference = self.item_preference(items)
         unique, inverse = torch.unique(items, return_inverse=True)
         return self.item_tower(torch.cat([preference, self.content(unique)[inverse]], dim=-1))
-
-    def all_item_vectors(self) -> torch.Tensor:
-        """Every item's vector, cached while the model is in eval mode."""
-        if self.training:
-            return self.item_vectors(torch.arange(self.n_items, device=self.item_count.device))
-        if self._item_table is None:
-            self._item_table = self.item_vectors(torch.arange(self.n_items, device=self.item_count.device))
-        return self._item_table
 
     # --- RecBole interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction) -> torch.Tensor:
@@ -189,14 +180,14 @@ class DropoutNet(GeneralRecommender):
         preference = torch.where(transformed.unsqueeze(1), transform, preference)
         preference = preference * (~dropped).unsqueeze(1)
 
-        pred = (self.user_vectors(users) * self.item_vectors(items, preference)).sum(-1)
+        pred = (self.user_vectors(users) * self.item_representation(items, preference)).sum(-1)
         return self.loss(pred, target)
 
     def predict(self, interaction) -> torch.Tensor:
         user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        item_e = self.item_vectors(item) if self.training else self.all_item_vectors()[item]
+        item_e = self.item_representation(item) if self.training else self.all_item_table()[item]
         return (self.user_vectors(user) * item_e).sum(-1)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         user = interaction[self.USER_ID]
-        return (self.user_vectors(user) @ self.all_item_vectors().T).view(-1)
+        return (self.user_vectors(user) @ self.all_item_table().T).view(-1)

@@ -44,6 +44,7 @@ from torch import nn
 from recbole_fewshot.nn.backbone import BPRBackbone
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.item_table import CachedItemTable
 
 
 def standardise(vectors: torch.Tensor, rows: torch.Tensor, clip: float) -> torch.Tensor:
@@ -80,7 +81,7 @@ def top_layers(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.Tanh(), nn.Linear(out_dim, out_dim))
 
 
-class Heater(GeneralRecommender):
+class Heater(CachedItemTable, GeneralRecommender):
     r"""Pretrained vectors, randomly swapped for a mixture-of-experts content mapping during training."""
 
     input_type = InputType.PAIRWISE
@@ -117,11 +118,9 @@ class Heater(GeneralRecommender):
                     nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
                     nn.init.zeros_(layer.bias)
         self._preference: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._item_table: torch.Tensor | None = None
 
     def train(self, mode: bool = True):
         self._preference = None  # the backbone may have been (re)trained or loaded
-        self._item_table = None
         return super().train(mode)
 
     def pretrained(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,18 +140,10 @@ class Heater(GeneralRecommender):
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_layers(self.pretrained()[0][users])
 
-    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+    def item_representation(self, items: torch.Tensor) -> torch.Tensor:
         """Serving-time item vectors: pretrained input for warm items, ``V~`` for all others."""
         warm = (self.item_count[items] > self.max_shots).unsqueeze(1)
         return self.item_layers(torch.where(warm, self.pretrained()[1][items], self.mapped(items)))
-
-    def all_item_vectors(self) -> torch.Tensor:
-        """Every item's vector, cached while the model is in eval mode."""
-        if self.training:
-            return self.item_vectors(torch.arange(self.n_items, device=self.item_count.device))
-        if self._item_table is None:
-            self._item_table = self.item_vectors(torch.arange(self.n_items, device=self.item_count.device))
-        return self._item_table
 
     def randomized_inputs(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training inputs: ``V~`` for a random ``dropout_prob`` share of rows and for non-warm items, else ``V``.
@@ -183,9 +174,9 @@ class Heater(GeneralRecommender):
 
     def predict(self, interaction) -> torch.Tensor:
         user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        item_e = self.item_vectors(item) if self.training else self.all_item_vectors()[item]
+        item_e = self.item_representation(item) if self.training else self.all_item_table()[item]
         return (self.user_vectors(user) * item_e).sum(-1)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         user = interaction[self.USER_ID]
-        return (self.user_vectors(user) @ self.all_item_vectors().T).view(-1)
+        return (self.user_vectors(user) @ self.all_item_table().T).view(-1)

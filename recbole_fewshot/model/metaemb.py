@@ -45,9 +45,10 @@ from torch import nn
 from recbole_fewshot.nn.backbone import BPRBackbone
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.item_table import CachedItemTable
 
 
-class MetaEmb(GeneralRecommender):
+class MetaEmb(CachedItemTable, GeneralRecommender):
     r"""A frozen BPR backbone whose new items get meta-learned generated id embeddings."""
 
     input_type = InputType.PAIRWISE
@@ -86,11 +87,6 @@ class MetaEmb(GeneralRecommender):
 
         self.apply(xavier_normal_initialization)
         self.generator_scale = nn.Parameter(torch.tensor(float(config["generator_scale"])))
-        self._item_table: torch.Tensor | None = None
-
-    def train(self, mode: bool = True):
-        self._item_table = None
-        return super().train(mode)
 
     # --- Meta-Embedding -------------------------------------------------------------------------
     def meta_embedding(self, items: torch.Tensor) -> torch.Tensor:
@@ -113,7 +109,7 @@ class MetaEmb(GeneralRecommender):
         return phi - self.cold_lr * grad
 
     # --- items ----------------------------------------------------------------------------------
-    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+    def item_representation(self, items: torch.Tensor) -> torch.Tensor:
         """Serving-time embeddings: backbone (warm), warmed-up ``phi'`` (1..max_shots), ``phi`` (none)."""
         vectors = self.backbone.item_embedding(items)
         cold = self.item_count[items] <= self.max_shots
@@ -132,14 +128,6 @@ class MetaEmb(GeneralRecommender):
                 phi = phi.index_put((torch.nonzero(few).squeeze(1),), warmed)
             vectors = vectors.index_put((torch.nonzero(cold).squeeze(1),), phi)
         return vectors
-
-    def all_item_vectors(self) -> torch.Tensor:
-        """Every item's embedding, cached while the model is in eval mode."""
-        if self.training:
-            return self.item_vectors(torch.arange(self.n_items, device=self.item_count.device))
-        if self._item_table is None:
-            self._item_table = self.item_vectors(torch.arange(self.n_items, device=self.item_count.device))
-        return self._item_table
 
     # --- RecBole interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction) -> torch.Tensor:
@@ -164,9 +152,9 @@ class MetaEmb(GeneralRecommender):
 
     def predict(self, interaction) -> torch.Tensor:
         user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        item_e = self.item_vectors(item) if self.training else self.all_item_vectors()[item]
+        item_e = self.item_representation(item) if self.training else self.all_item_table()[item]
         return (self.backbone.user_embedding(user) * item_e).sum(-1)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         user = interaction[self.USER_ID]
-        return (self.backbone.user_embedding(user) @ self.all_item_vectors().T).view(-1)
+        return (self.backbone.user_embedding(user) @ self.all_item_table().T).view(-1)

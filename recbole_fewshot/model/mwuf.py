@@ -58,13 +58,14 @@ from torch import nn
 from recbole_fewshot.nn.backbone import BPRBackbone
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.item_table import CachedItemTable
 
 
 def _meta_network(width: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, width))
 
 
-class MWUF(GeneralRecommender):
+class MWUF(CachedItemTable, GeneralRecommender):
     r"""BPR backbone whose few-shot items are warmed up by meta scaling (content) and shifting (users) networks."""
 
     input_type = InputType.PAIRWISE
@@ -94,7 +95,6 @@ class MWUF(GeneralRecommender):
         self.loss = BPRLoss()
         self.apply(xavier_normal_initialization)
         nn.init.zeros_(self.cold_offset.weight)
-        self._item_table: torch.Tensor | None = None
 
     # --- items ----------------------------------------------------------------------------------
     def cold_embedding(self, items: torch.Tensor) -> torch.Tensor:
@@ -132,10 +132,6 @@ class MWUF(GeneralRecommender):
         return torch.where(self.is_few_shot[items].unsqueeze(-1), self.warm_embedding(items), base)
 
     # --- RecBole interface ----------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._item_table = None  # parameters change in training: recompute item vectors
-        return super().train(mode)
-
     def calculate_loss(self, interaction):
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]
@@ -156,15 +152,6 @@ class MWUF(GeneralRecommender):
             n = self.warm_embedding(neg_item[query], neg_cold[query].detach())
             loss = loss + self.loss((u * p).sum(-1), (u * n).sum(-1))
         return loss
-
-    def all_item_table(self) -> torch.Tensor:
-        """Every item's served vector, computed once per evaluation."""
-        if self._item_table is None or self.training:
-            table = self.item_representation(torch.arange(self.n_items, device=self.support.device))
-            if self.training:
-                return table
-            self._item_table = table
-        return self._item_table
 
     def predict(self, interaction):
         user = interaction[self.USER_ID]

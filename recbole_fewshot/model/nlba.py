@@ -37,7 +37,7 @@ import torch
 from recbole.model.init import xavier_normal_initialization
 from torch import nn
 
-from recbole_fewshot.model.lwa import SupportSetClassifier
+from recbole_fewshot.nn.support_classifier import SupportSetClassifier
 
 
 class NLBA(SupportSetClassifier):

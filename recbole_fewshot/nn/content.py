@@ -2,7 +2,7 @@
 
 It turns every item feature RecBole loaded into one vector per item:
 
-* ``token``: an embedding per token (zero at start: tokens never trained stay neutral);
+* ``token``: an embedding per token (small at start: tokens never trained stay nearly neutral);
 * ``token_seq`` (genres, title words): mean of the token embeddings, padding ignored;
 * ``float``: standardised over the item table, then a linear map;
 * ``float_seq`` (e.g. precomputed text embeddings of a pretrained language model): standardised per
@@ -42,15 +42,22 @@ def content_fields(dataset, fields: Sequence[str] | None) -> list[str]:
 
 
 class TokenEmbedding(nn.Module):
-    """A token embedding that starts at zero and that models' ``nn.Embedding`` initialisers leave alone.
+    """A token embedding with a small random start that models' ``nn.Embedding`` initialisers leave alone.
 
     A token seen only on new items (a release year, a title word that first appears with them) gets
-    no gradient in training; starting at zero it stays neutral instead of adding random noise.
+    no gradient in training; starting small (std ``INIT_STD``) it stays nearly neutral. It does not
+    start at exactly zero: an all-token item table would then give every item the same content vector,
+    and a model whose first layer has a zero bias followed by a ReLU would never get a gradient.
+    Row 0 (padding) is zero.
     """
+
+    INIT_STD = 0.01
 
     def __init__(self, num_tokens: int, embedding_size: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(num_tokens, embedding_size))
+        weight = torch.randn(num_tokens, embedding_size) * self.INIT_STD
+        weight[0] = 0.0
+        self.weight = nn.Parameter(weight)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.embedding(tokens, self.weight, padding_idx=0)
