@@ -78,7 +78,7 @@ def _quick(args: argparse.Namespace, overrides: dict) -> int:
 
     benchmark(
         "ml-100k", QUICK_MODELS, [0, 3], 1, args.out, overrides={**QUICK_OVERRIDES, **overrides},
-        command="recbole-fewshot " + " ".join(sys.argv[1:]),
+        command="recbole-fewshot " + " ".join(sys.argv[1:]), jobs=args.jobs,
     )
     print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
     return 0
@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     quick = commands.add_parser("quick", help="the main job: a quick ml-100k benchmark (K = 0 and 3, one seed)")
     quick.add_argument("--out", default="results/quick")
+    quick.add_argument("--jobs", type=int, default=2, help="cells run at once (default 2: the 2-core budget)")
 
     speed = commands.add_parser("bench-speed", help="FewShotRec's cost as ratios to BPR's, measured in one process")
     speed.add_argument("--dataset", default="ml-100k")

@@ -43,7 +43,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_fewshot.nn.backbone import BPRBackbone
+from recbole_fewshot.nn.backbone import BPRBackbone, standardise, truncated_normal_init
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
 from recbole_fewshot.nn.item_table import CachedItemTable
@@ -57,12 +57,6 @@ def tower(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
-
-
-def standardise(vectors: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``vectors`` standardised per dimension with the mean and std of ``rows`` (a boolean mask)."""
-    reference = vectors[rows] if int(rows.sum()) > 1 else vectors
-    return (vectors - reference.mean(0)) / reference.std(0).clamp_min(1e-6)
 
 
 class DropoutNet(CachedItemTable, GeneralRecommender):
@@ -103,11 +97,7 @@ class DropoutNet(CachedItemTable, GeneralRecommender):
         self.user_tower = tower(d, hidden, out)
         self.item_tower = tower(2 * d, hidden, out)
         self.loss = nn.MSELoss()
-        for module in (self.user_tower, self.item_tower):
-            for layer in module:
-                if isinstance(layer, nn.Linear):
-                    nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
-                    nn.init.zeros_(layer.bias)
+        truncated_normal_init(self.user_tower, self.item_tower)
         self._preference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def train(self, mode: bool = True):

@@ -41,16 +41,10 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_fewshot.nn.backbone import BPRBackbone
+from recbole_fewshot.nn.backbone import BPRBackbone, standardise, truncated_normal_init
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
 from recbole_fewshot.nn.item_table import CachedItemTable
-
-
-def standardise(vectors: torch.Tensor, rows: torch.Tensor, clip: float) -> torch.Tensor:
-    """``vectors`` standardised per dimension over ``rows`` (a boolean mask), clipped to ``[-clip, clip]``."""
-    reference = vectors[rows] if int(rows.sum()) > 1 else vectors
-    return ((vectors - reference.mean(0)) / reference.std(0).clamp_min(1e-6)).clamp(-clip, clip)
 
 
 class MixtureOfExperts(nn.Module):
@@ -112,11 +106,7 @@ class Heater(CachedItemTable, GeneralRecommender):
         self.user_layers = top_layers(d, config["output_size"])
         self.item_layers = top_layers(d, config["output_size"])
         self.loss = nn.MSELoss()
-        for module in (self.experts, self.user_layers, self.item_layers):
-            for layer in module.modules():
-                if isinstance(layer, nn.Linear):
-                    nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
-                    nn.init.zeros_(layer.bias)
+        truncated_normal_init(self.experts, self.user_layers, self.item_layers)
         self._preference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def train(self, mode: bool = True):

@@ -46,3 +46,22 @@ class BPRBackbone(nn.Module):
     def freeze(self) -> None:
         for parameter in self.parameters():
             parameter.requires_grad_(False)
+
+
+def standardise(vectors: torch.Tensor, rows: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+    """``vectors`` standardised per dimension over ``rows`` (a boolean mask), clipped to ``[-clip, clip]`` if given.
+
+    DropoutNet and Heater feed standardised backbone vectors to their towers.
+    """
+    reference = vectors[rows] if int(rows.sum()) > 1 else vectors
+    standard = (vectors - reference.mean(0)) / reference.std(0).clamp_min(1e-6)
+    return standard if clip is None else standard.clamp(-clip, clip)
+
+
+def truncated_normal_init(*modules: nn.Module) -> None:
+    """The DropoutNet/Heater authors' initialisation of every Linear layer: N(0, 0.01) cut at 2 std, zero bias."""
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
+                nn.init.zeros_(layer.bias)
