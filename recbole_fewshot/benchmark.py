@@ -189,6 +189,7 @@ def write_markdown(rows: list[dict], path: Path, command: str, split_stats: dict
     summary = summarise(rows)
     lines = [f"# Few-shot new-item benchmark (candidates: {candidates})", "", "```", command, "```", ""]
     failed = [r for r in rows if r.get("status") != "ok"]
+    lines += summary_table(summary) + [""]
     for shots in sorted({k for k, _ in summary}):
         stats = split_stats.get(shots, {})
         lines += [f"## K = {shots}", ""]
@@ -221,6 +222,26 @@ def write_markdown(rows: list[dict], path: Path, command: str, split_stats: dict
         lines += ["## Cost (mean over cells)", "", "| model | epochs | train s | s/epoch | eval s | peak MB |",
                   "|---|---|---|---|---|---|"] + timing + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def summary_table(summary: dict, metric: str = "ndcg@20") -> list[str]:
+    """One row per model, one column per K: ``metric``'s mean ± std over seeds, the best per K in bold."""
+    all_shots = sorted({k for k, _ in summary})
+    models = sorted({m for _, m in summary})
+    best = {k: max(summary[(k, m)][metric][0] for m in models if metric in summary.get((k, m), {})) for k in all_shots}
+    lines = [f"## Summary: test {metric.upper()}, mean ± std over seeds", "",
+             "| model | " + " | ".join(f"K = {k}" for k in all_shots) + " |", "|---|" + "---|" * len(all_shots)]
+    for model in models:
+        cells = []
+        for k in all_shots:
+            if metric not in summary.get((k, model), {}):
+                cells.append("–")
+                continue
+            mean, std, n = summary[(k, model)][metric]
+            text = f"{mean:.4f} ± {std:.4f}" + (f" (n={n})" if n < max(v[metric][2] for v in summary.values() if metric in v) else "")
+            cells.append(f"**{text}**" if mean == best[k] else text)
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _timing_lines(rows: list[dict]) -> list[str]:

@@ -93,3 +93,16 @@ def test_default_and_quick_models_are_all_runnable_names():
     for label in bench.DEFAULT_MODELS:
         model, _ = bench.model_spec(label)
         assert model in available
+
+
+def test_summary_table_is_the_csv_mean_per_model_and_shots(finished):
+    _, out = finished
+    rows = [r for r in read_csv(out / "results.csv") if r["status"] == "ok"]
+    text = (out / "results.md").read_text()
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    for model in ("Random", "Pop"):
+        line = next(line for line in summary.splitlines() if line.startswith(f"| {model} |"))
+        mean = float(re.search(r"([0-9.]+) ±", line).group(1))
+        values = [float(r["test_ndcg@20"]) for r in rows if r["model"] == model]
+        assert mean == pytest.approx(sum(values) / len(values), abs=6e-5)
+    assert "NoSuchModel" not in summary
