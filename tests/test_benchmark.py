@@ -95,6 +95,19 @@ def test_default_and_quick_models_are_all_runnable_names():
         assert model in available
 
 
+def test_every_variant_sets_only_its_models_known_settings():
+    import yaml
+    from recbole_fewshot import registry
+
+    variants = sorted((bench.CONFIG_DIR / "variants").glob("*.yaml"))
+    assert variants
+    for path in variants:
+        model, settings = bench.model_spec(path.stem)
+        assert model in registry.plugin_models(), path.name
+        defaults = yaml.safe_load((registry.PROPERTIES_DIR / f"{model}.yaml").read_text())
+        assert set(settings) <= set(defaults), f"{path.name}: unknown {set(settings) - set(defaults)}"
+
+
 def test_summary_table_is_the_csv_mean_per_model_and_shots(finished):
     _, out = finished
     rows = [r for r in read_csv(out / "results.csv") if r["status"] == "ok"]

@@ -25,7 +25,7 @@ def build(tmp_path: Path, **overrides):
 def batch_items(model, batch):
     user = batch[model.USER_ID]
     items = torch.cat([batch[model.ITEM_ID].unsqueeze(1), model.sample_negatives(len(user))], dim=1)
-    return user, items, torch.rand(items.shape, device=items.device) < model.hybrid_prob
+    return user, items, model.hybrid_mask(items)
 
 
 def grad_norm(model, loss, parameters) -> float:
@@ -60,13 +60,15 @@ def test_temperature_scales_both_objectives(tmp_path):
         content_e = model.content_embedding(items)
         ui_logits = ((torch.where(hybrid.unsqueeze(-1), content_e, item_e) @ user_e.unsqueeze(-1)).squeeze(-1))
         re_logits = (F.normalize(content_e, dim=-1) @ F.normalize(item_e[:, 0], dim=-1).unsqueeze(-1)).squeeze(-1)
+        warm = ~model.is_cold(items[:, 0])
+        assert warm.any()
         target = torch.zeros(len(user), dtype=torch.long)
         losses = {}
         for temperature in (0.2, 2.0):
             model.temperature = temperature
             user_item, representation, _ = model.contrastive_losses(user, items, hybrid)
             torch.testing.assert_close(user_item, F.cross_entropy(ui_logits / temperature, target))
-            torch.testing.assert_close(representation, F.cross_entropy(re_logits / temperature, target))
+            torch.testing.assert_close(representation, F.cross_entropy(re_logits[warm] / temperature, target[warm]))
             losses[temperature] = (float(user_item), float(representation))
     assert losses[0.2][0] != losses[2.0][0] and losses[0.2][1] != losses[2.0][1]
 
@@ -79,6 +81,30 @@ def test_calculate_loss_mixes_objectives_by_lambda(tmp_path):
     torch.manual_seed(7)
     user_item, representation, l2 = model.contrastive_losses(*batch_items(model, batch))
     torch.testing.assert_close(loss, 0.3 * representation + 0.7 * user_item + 0.05 * l2)
+
+
+def test_cold_training_items_enter_by_content_and_never_anchor(tmp_path):
+    # K = 3: new items have 3 training interactions, and their id embeddings must get no gradient
+    name, data_path = planted_split(tmp_path, shots=3)
+    config = Config(model="CLCRec", dataset=name, config_dict={
+        **FAST_CONFIG, "data_path": str(data_path), "checkpoint_dir": str(tmp_path / "saved"), "num_neg": 8})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model("CLCRec")(config, train_data._dataset)
+    few = torch.nonzero((model.item_count > 0) & (model.item_count <= model.max_shots)).view(-1)
+    assert len(few) > 0
+    user = torch.arange(1, len(few) + 1) % (model.n_users - 1) + 1
+    items = torch.cat([few.unsqueeze(1), model.sample_negatives(len(few))], dim=1)
+    hybrid = model.hybrid_mask(items)
+    assert hybrid[:, 0].all()
+    user_item, representation, _ = model.contrastive_losses(user, items, hybrid)
+    model.zero_grad()
+    (user_item + representation).backward()
+    assert model.item_embedding.weight.grad[few].abs().sum() == 0
+    assert model.user_embedding.weight.grad.abs().sum() > 0
+    # negatives come from warm items only, as the authors' cold items never enter training
+    negatives = model.sample_negatives(500)
+    assert (model.item_count[negatives] > model.max_shots).all()
 
 
 def test_cold_items_are_represented_by_content(tmp_path):

@@ -150,16 +150,34 @@ def test_flops_probe_and_determinism(tmp_path):
     assert first == second
 
 
-def test_negatives_never_sold_in_training_carry_no_loss(tmp_path):
-    model, train, *_ = build(tmp_path, shots=0, alignment_weight=0.0, meta_ratio=0.0)
+def test_cold_negatives_carry_no_loss(tmp_path):
+    # K = 3: new items have 3 training interactions; they, like every item with at most max_shots
+    # training interactions, are never negatives
+    model, train, *_ = build(tmp_path, shots=3, alignment_weight=0.0, meta_ratio=0.0)
     model.train()
     from recbole.data.interaction import Interaction
 
-    unseen = torch.nonzero(model.item_count == 0).squeeze(1)
-    unseen = unseen[unseen > 0]
-    seen = torch.nonzero(model.item_count > 0).squeeze(1)
-    users = model.item_users[model.item_ptr[seen[:4]]]
-    batch = {"user_id": users, "item_id": seen[:4]}
-    loss = model.calculate_loss(Interaction({**batch, "neg_item_id": unseen[:4]}))
-    assert loss.item() == 0.0
-    assert model.calculate_loss(Interaction({**batch, "neg_item_id": seen[-4:]})).item() > 0.0
+    cold = torch.nonzero(model.item_count <= model.max_shots).squeeze(1)
+    cold = cold[cold > 0]
+    assert (model.item_count[cold] == 3).any()
+    warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
+    users = model.item_users[model.item_ptr[warm[:4]]]
+    batch = {"user_id": users, "item_id": warm[:4]}
+    for start in range(0, len(cold) - 3, 4):
+        assert model.calculate_loss(Interaction({**batch, "neg_item_id": cold[start:start + 4]})).item() == 0.0
+    assert model.calculate_loss(Interaction({**batch, "neg_item_id": warm[-4:]})).item() > 0.0
+
+
+def test_cold_negatives_switch_keeps_few_shot_but_not_unsold_negatives(tmp_path):
+    from recbole.data.interaction import Interaction
+
+    for shots, cold_count in ((0, 0), (3, 3)):  # K = 0: new items unsold; K = 3: three sales each
+        model, *_ = build(tmp_path / str(shots), shots=shots, alignment_weight=0.0, meta_ratio=0.0, cold_negatives=True)
+        model.train()
+        cold = torch.nonzero(model.item_count == cold_count).squeeze(1)
+        cold = cold[cold > 0]
+        warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
+        assert len(cold) >= 4
+        users = model.item_users[model.item_ptr[warm[:4]]]
+        loss = model.calculate_loss(Interaction({"user_id": users, "item_id": warm[:4], "neg_item_id": cold[:4]}))
+        assert (loss.item() > 0.0) == (cold_count > 0)

@@ -26,11 +26,17 @@ Departures from the paper and the authors' code:
 * content is every RecBole item feature, encoded by the shared
   :class:`~recbole_fewshot.nn.content.ItemContentEncoder`, then the authors' two-layer encoder
   (``encoder_hidden_size`` units, leaky ReLU), instead of pre-extracted visual/acoustic/text vectors;
-* negatives are drawn uniformly from the items that have training interactions, in the model, and
-  may include one of the user's own items (the authors exclude the user's items);
+* negatives are drawn uniformly from the warm items (more than ``max_shots`` training interactions),
+  in the model, and may include one of the user's own items (the authors draw from their warm
+  training items and exclude the user's items). Drawing few-shot new items too pushed their content
+  embeddings down as negatives far more often than their K support interactions pulled them up;
 * hybrid inputs are chosen per item by a Bernoulli(``hybrid_prob``) draw, where the authors' code
   draws ``hybrid_prob`` times the number of items with replacement;
-* cold is decided per item by its training count (``max_shots``) rather than a fixed cold item set.
+* cold is decided per item by its training count (``max_shots``) rather than a fixed cold item set;
+* a cold item with K support interactions always enters the U-I objective by its content embedding
+  (the way it is scored), and is never an anchor of the R-E objective, whose id embedding would
+  have been trained on K interactions only. The authors' cold items have no training interactions,
+  so neither case arises there.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ class CLCRec(CachedItemTable, GeneralRecommender):
 
         train = TrainingInteractions(dataset)
         self.register_buffer("item_count", train.item_count, persistent=False)
-        self.register_buffer("trained_items", torch.nonzero(train.item_count > 0).view(-1), persistent=False)
+        self.register_buffer("warm_items", torch.nonzero(train.item_count > self.max_shots).view(-1), persistent=False)
 
         self.user_embedding = nn.Embedding(self.n_users, d)
         self.item_embedding = nn.Embedding(self.n_items, d)
@@ -84,17 +90,18 @@ class CLCRec(CachedItemTable, GeneralRecommender):
         return self.encoder(self.content(unique))[inverse]
 
     def sample_negatives(self, n_rows: int) -> torch.Tensor:
-        """``num_neg`` items with training interactions per row, uniformly."""
-        index = torch.randint(len(self.trained_items), (n_rows, self.num_neg), device=self.trained_items.device)
-        return self.trained_items[index]
+        """``num_neg`` warm items per row, uniformly."""
+        index = torch.randint(len(self.warm_items), (n_rows, self.num_neg), device=self.warm_items.device)
+        return self.warm_items[index]
 
     def contrastive_losses(self, user: torch.Tensor, items: torch.Tensor,
                            hybrid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The U-I and R-E InfoNCE losses and the L2 term.
 
         ``items`` [B, 1+N] holds each row's positive then its negatives; ``hybrid`` [B, 1+N] marks the
-        items that enter the U-I objective by their content embedding. Similarities are computed
-        against each distinct item once, then gathered.
+        items that enter the U-I objective by their content embedding. The R-E loss is taken over rows
+        whose positive is warm only. Similarities are computed against each distinct item once, then
+        gathered.
         """
         unique, inverse = torch.unique(items, return_inverse=True)
         item_e = self.item_embedding(unique)
@@ -103,8 +110,10 @@ class CLCRec(CachedItemTable, GeneralRecommender):
         by_id = (user_e @ item_e.T).gather(1, inverse)
         by_content = (user_e @ content_e.T).gather(1, inverse)
         user_item = info_nce(torch.where(hybrid, by_content, by_id), self.temperature)
-        anchor = F.normalize(item_e, dim=-1)[inverse[:, 0]]
-        representation = info_nce((anchor @ F.normalize(content_e, dim=-1).T).gather(1, inverse), self.temperature)
+        warm_rows = ~self.is_cold(items[:, 0])
+        anchor = F.normalize(item_e, dim=-1)[inverse[warm_rows, 0]]
+        similarity = (anchor @ F.normalize(content_e, dim=-1).T).gather(1, inverse[warm_rows])
+        representation = info_nce(similarity, self.temperature) if len(similarity) else similarity.sum()
         l2 = (user_e.norm(dim=-1).mean() + item_e.norm(dim=-1)[inverse].mean()) / 2
         return user_item, representation, l2
 
@@ -112,10 +121,14 @@ class CLCRec(CachedItemTable, GeneralRecommender):
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]
         items = torch.cat([pos_item.unsqueeze(1), self.sample_negatives(len(pos_item))], dim=1)
-        hybrid = torch.rand(items.shape, device=items.device) < self.hybrid_prob
+        hybrid = self.hybrid_mask(items)
         user_item, representation, l2 = self.contrastive_losses(user, items, hybrid)
         w = self.contrastive_weight
         return w * representation + (1 - w) * user_item + self.reg_weight * l2
+
+    def hybrid_mask(self, items: torch.Tensor) -> torch.Tensor:
+        """Items entering U-I by content: each with chance ``hybrid_prob``, and every cold item."""
+        return (torch.rand(items.shape, device=items.device) < self.hybrid_prob) | self.is_cold(items)
 
     def is_cold(self, items: torch.Tensor) -> torch.Tensor:
         """Items represented by content: at most ``max_shots`` training interactions."""
