@@ -261,17 +261,21 @@ def plot(rows: list[dict], path: Path, metric: str = "ndcg@20") -> None:
     import matplotlib.pyplot as plt
 
     summary = summarise(rows)
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for model in sorted({m for _, m in summary}):
+    models = sorted({m for _, m in summary})
+    figure, axis = plt.subplots(figsize=(9, 5))
+    colours, markers, styles = plt.get_cmap("tab20").colors, "osD^v<>p", ("-", "--", ":")
+    for index, model in enumerate(models):  # 20 colours x line styles: no two models look alike
         points = sorted((k, *summary[(k, m)][metric][:2]) for k, m in summary if m == model and metric in summary[(k, m)])
         if points:
             shots, means, stds = zip(*points)
-            axis.errorbar(shots, means, yerr=stds, marker="o", capsize=3, label=model)
+            axis.errorbar(shots, means, yerr=stds, capsize=3, label=model, color=colours[index % 20],
+                          marker=markers[index % len(markers)], linestyle=styles[index // 20 % len(styles)], alpha=0.9)
     axis.set_xlabel("K (support interactions per new item)")
     axis.set_ylabel(metric.upper())
     axis.set_title("New-item recommendation vs shots")
+    axis.set_xticks(sorted({k for k, _ in summary}))
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, ncol=2)
+    axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     temporary = path.with_name(f".{path.stem}.tmp.png")
     figure.savefig(temporary, dpi=120)

@@ -29,7 +29,9 @@ Departures from the paper and the authors' code:
 * negatives are drawn uniformly from the warm items (more than ``max_shots`` training interactions),
   in the model, and may include one of the user's own items (the authors draw from their warm
   training items and exclude the user's items). Drawing few-shot new items too pushed their content
-  embeddings down as negatives far more often than their K support interactions pulled them up;
+  embeddings down as negatives far more often than their K support interactions pulled them up
+  (ml-100k, 3 seeds, test NDCG@20 at K = 3: 0.101 before, 0.166 with this and the last change below;
+  the last alone gave 0.107; K = 0: 0.142 and 0.138);
 * hybrid inputs are chosen per item by a Bernoulli(``hybrid_prob``) draw, where the authors' code
   draws ``hybrid_prob`` times the number of items with replacement;
 * cold is decided per item by its training count (``max_shots``) rather than a fixed cold item set;
