@@ -143,8 +143,7 @@ class DropoutNet(CachedItemTable, GeneralRecommender):
         """Item tower output; ``preference`` defaults to the serving-time inputs of ``items``."""
         if preference is None:
             preference = self.item_preference(items)
-        unique, inverse = torch.unique(items, return_inverse=True)
-        return self.item_tower(torch.cat([preference, self.content(unique)[inverse]], dim=-1))
+        return self.item_tower(torch.cat([preference, self.content(items)], dim=-1))
 
     # --- RecBole interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction) -> torch.Tensor:

@@ -53,7 +53,6 @@ import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 from torch import nn
 
@@ -142,7 +141,6 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         else:
             raise ValueError(f"behaviour_encoder must be 'gru' or 'cnn', got {config['behaviour_encoder']!r}")
         self.empty_user = nn.Parameter(torch.zeros(d))
-        self.loss = BPRLoss()
         self.apply(xavier_normal_initialization)
         with torch.no_grad():  # start with the gate open for well-known items, closed for rare ones
             self.gate.weight.fill_(1.0)
@@ -153,18 +151,18 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         """G(content, support users): content [N, d], support [N, S] user ids (0-padded), lengths [N]."""
         mask = torch.arange(support.shape[1], device=support.device).unsqueeze(0) < support_len.unsqueeze(1)
         mask = mask & (support > 0)
-        # each distinct support user is embedded and projected once, then gathered into [N, S, d]
-        unique, inverse = torch.unique(support, return_inverse=True)
-        users = self.support_user_embedding(unique)
-        if self.support_aggregation == "attention":
-            keys, values = self.key(users)[inverse], self.value(users)[inverse]
-            logits = (keys @ self.query(content).unsqueeze(-1)).squeeze(-1) / self.embedding_size ** 0.5
-            weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)
-            pooled = (weights.unsqueeze(-1) * values).sum(1)
-        elif self.support_aggregation == "mean":
-            pooled = (users[inverse] * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
-        else:
+        if self.support_aggregation == "none":
             pooled = torch.zeros_like(content)
+        else:
+            unique, inverse = torch.unique(support, return_inverse=True)  # each distinct user embedded once
+            users = self.support_user_embedding(unique)
+            if self.support_aggregation == "attention":
+                keys, values = self.key(users)[inverse], self.value(users)[inverse]
+                logits = (keys @ self.query(content).unsqueeze(-1)).squeeze(-1) / self.embedding_size ** 0.5
+                weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)
+                pooled = (weights.unsqueeze(-1) * values).sum(1)
+            else:  # mean
+                pooled = (users[inverse] * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
         shots = torch.log1p(mask.sum(1, keepdim=True).float())
         return self.fuse(torch.cat([content, pooled, shots], dim=1))
 

@@ -119,11 +119,12 @@ class ItemContentEncoder(nn.Module):
         return self.projection(torch.cat(parts, dim=-1))
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """Content embeddings of ``items`` (ids), shape ``[*items.shape, embedding_size]``."""
+        """Content embeddings of ``items`` (ids), shape ``[*items.shape, embedding_size]``; each distinct
+        item is encoded once (a batch repeats its popular items many times)."""
         if not self.has_content:
             return self.projection.weight.new_zeros(*items.shape, self.embedding_size)
-        flat = items.reshape(-1)
-        return self.encode_features(self.item_features(flat)).view(*items.shape, self.embedding_size)
+        unique, inverse = torch.unique(items.reshape(-1), return_inverse=True)
+        return self.encode_features(self.item_features(unique))[inverse].view(*items.shape, self.embedding_size)
 
     def features_from_raw(self, field2token_id: Mapping[str, Mapping[str, int]],
                           rows: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
