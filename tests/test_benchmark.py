@@ -119,3 +119,17 @@ def test_summary_table_is_the_csv_mean_per_model_and_shots(finished):
         values = [float(r["test_ndcg@20"]) for r in rows if r["model"] == model]
         assert mean == pytest.approx(sum(values) / len(values), abs=6e-5)
     assert "NoSuchModel" not in summary
+
+
+def test_cells_keep_each_models_own_training_defaults(tmp_path):
+    import yaml
+    from recbole_fewshot import registry
+
+    for model in ["Heater", "CLCRec", "FewShotRec"]:
+        _, config = bench.cell_config(bench.Cell(model, 3, 2020), "split", tmp_path, "new", {}, tmp_path)
+        defaults = yaml.safe_load((registry.PROPERTIES_DIR / f"{model}.yaml").read_text())
+        for key in ("train_batch_size", "learning_rate"):
+            assert key not in config or config[key] == defaults.get(key), f"the benchmark overrides {model}'s {key}"
+    _, config = bench.cell_config(bench.Cell("Heater", 3, 2020), "split", tmp_path, "new",
+                                  {"train_batch_size": 64}, tmp_path)
+    assert config["train_batch_size"] == 64, "the user's setting wins"

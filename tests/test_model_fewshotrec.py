@@ -85,6 +85,23 @@ def test_episodes_never_include_the_scored_user(tmp_path):
     assert lengths.float().std() > 0, "K' is drawn from 0..max_shots"
 
 
+def test_training_rows_reuse_the_stored_item_vector_only_where_it_is_the_same(tmp_path):
+    model, *_ = build(tmp_path, meta_ratio=0.5)
+    model.train()
+    torch.manual_seed(0)
+    items = torch.randint(1, model.n_items, (512,))
+    users = torch.where(torch.rand(512) < 0.5, model.support[items, 0], torch.randint(1, model.n_users, (512,)))
+    episode = (torch.rand(512) < 0.3) & (model.item_count[items] > model.max_shots)
+    shots = torch.randint(0, model.max_shots + 1, (512,))
+    fast = model.training_item_representation(users, items, episode, shots)
+    support, support_len = model.training_support(users, items, torch.zeros_like(episode), shots)
+    reference = model._blend(items, model.cold_item_embedding(model.content(items), support, support_len))
+    plain = ~episode
+    assert (users[plain].unsqueeze(1) == model.support[items[plain]]).any(), "some rows must drop their own user"
+    assert torch.allclose(fast[plain], reference[plain], atol=1e-6)
+    assert not torch.allclose(fast[episode], reference[episode]), "episode rows hide the id and resample"
+
+
 def test_episode_rows_hide_both_ids_and_train_the_cold_module(tmp_path):
     model, train, *_ = build(tmp_path, meta_ratio=1.0)
     model.train()
@@ -97,7 +114,7 @@ def test_episode_rows_hide_both_ids_and_train_the_cold_module(tmp_path):
     vectors = model.training_item_representation(users, items, episode, torch.zeros_like(shots))
     assert vectors.abs().max() < 50, "an episode item must not read its id embedding"
     model.zero_grad()
-    model.alignment_loss(users, items).backward()
+    model.alignment_loss(items).backward()
     assert model.fuse[0].weight.grad.abs().sum() > 0
     assert model.item_embedding.weight.grad is None or model.item_embedding.weight.grad.abs().sum() == 0
 

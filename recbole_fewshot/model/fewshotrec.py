@@ -15,7 +15,7 @@ Meta-training by episodes: in each batch, a ``meta_ratio`` share of the rows wit
 is made to look new: the positive's and the negative's ids are hidden and their supports cut to
 K' ~ U{0..max_shots} buyers sampled from training, never the user being scored, so the BPR loss ranks
 new-looking items against each other, as at test time. An alignment loss regresses G's output, for
-every warm item of the batch with its own sampled K', onto the (detached) warm id embedding, as
+each distinct warm item of the batch with its own sampled K', onto the (detached) warm id embedding, as
 DeepMusic's content regression, MetaEmb and ALDI do. New items at serving time need no gradient step: ``onboard`` embeds them from raw
 features and raw support-user tokens.
 
@@ -224,19 +224,31 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
 
     def training_item_representation(self, users: torch.Tensor, items: torch.Tensor, episode: torch.Tensor,
                                      shots: torch.Tensor) -> torch.Tensor:
-        """Item vectors of training rows; episode rows hide the id and read ``shots`` sampled buyers."""
-        support, support_len = self.training_support(users, items, episode, shots)
-        cold = self.cold_item_embedding(self.content(items), support, support_len)
-        return self._blend(items, cold, hide_id=episode)
+        """Item vectors of training rows; episode rows hide the id and read ``shots`` sampled buyers.
 
-    def alignment_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """MSE of G (content and K' ~ U{0..max_shots} sampled buyers) to the detached id of warm items."""
-        warm = self.item_count[items] > self.max_shots
-        users, items = users[warm], items[warm]
+        A row that is no episode and whose user is not in the item's stored support reads exactly the
+        stored item vector, computed once per distinct item; only the other rows are built per row.
+        """
+        per_row = episode | (self.support[items] == users.unsqueeze(1)).any(dim=1)
+        vectors = self.item_embedding.weight.new_zeros(len(items), self.embedding_size)
+        if (~per_row).any():
+            unique, inverse = torch.unique(items[~per_row], return_inverse=True)
+            vectors = vectors.index_put((torch.nonzero(~per_row).squeeze(1),), self.item_representation(unique)[inverse])
+        if per_row.any():
+            rows = torch.nonzero(per_row).squeeze(1)
+            support, support_len = self.training_support(users[rows], items[rows], episode[rows], shots[rows])
+            cold = self.cold_item_embedding(self.content(items[rows]), support, support_len)
+            vectors = vectors.index_put((rows,), self._blend(items[rows], cold, hide_id=episode[rows]))
+        return vectors
+
+    def alignment_loss(self, items: torch.Tensor) -> torch.Tensor:
+        """MSE of G (content and K' ~ U{0..max_shots} sampled buyers) to the detached id of the batch's
+        distinct warm items, each once: no row is scored, so any buyer may be in the support."""
+        items = torch.unique(items[self.item_count[items] > self.max_shots])
         if not len(items):
             return self.empty_user.sum() * 0.0
         shots = torch.randint(0, self.max_shots + 1, (len(items),), device=items.device)
-        support, support_len = self._sample_support(items, users, shots)
+        support, support_len = self._sample_support(items, torch.zeros_like(items), shots)
         cold = self.cold_item_embedding(self.content(items), support, support_len)
         return F.mse_loss(cold, self.item_embedding(items).detach())
 
@@ -285,8 +297,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         usable = self.item_count[neg_item] > (0 if self.cold_negatives else self.max_shots)
         loss = -F.logsigmoid((user_e * (pos_e - neg_e)).sum(-1)[usable]).sum() / usable.sum().clamp_min(1)
         if self.alignment_weight > 0:
-            both = torch.cat([pos_item, neg_item])
-            loss = loss + self.alignment_weight * self.alignment_loss(torch.cat([user, user]), both)
+            loss = loss + self.alignment_weight * self.alignment_loss(torch.cat([pos_item, neg_item]))
         return loss
 
     def predict(self, interaction):
