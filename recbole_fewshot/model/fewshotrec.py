@@ -184,13 +184,16 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         cold = self.cold_item_embedding(self.content(items), self.support[items], self.support_len[items])
         return self._blend(items, cold)
 
-    def _sample_support(self, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Up to ``shots`` training buyers of each item, sampled with replacement, never ``users``."""
+    def _sample_support(self, items: torch.Tensor, users: torch.Tensor | None,
+                        shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``shots`` training buyers of each item, sampled with replacement, never ``users`` (if given)."""
         draws = self.max_shots + 1
         count = self.item_count[items].unsqueeze(1)
         offsets = (torch.rand(len(items), draws, device=items.device) * count).long()
         sampled = self.item_users[(self.item_ptr[items].unsqueeze(1) + offsets).clamp(max=len(self.item_users) - 1)]
-        keep = (sampled != users.unsqueeze(1)) & (count > 0)
+        keep = (count > 0).expand_as(sampled)
+        if users is not None:
+            keep = keep & (sampled != users.unsqueeze(1))
         order = torch.argsort((~keep).float(), dim=1, stable=True)  # kept draws first
         sampled, keep = sampled.gather(1, order), keep.gather(1, order)
         sampled, keep = sampled[:, : self.max_shots], keep[:, : self.max_shots]
@@ -233,13 +236,10 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         A row that is no episode and whose user is not in the item's stored support reads exactly the
         stored item vector, computed once per distinct item; only the other rows are built per row.
         """
-        per_row = episode | (self.support[items] == users.unsqueeze(1)).any(dim=1)
-        vectors = self.item_embedding.weight.new_zeros(len(items), self.embedding_size)
-        if (~per_row).any():
-            unique, inverse = torch.unique(items[~per_row], return_inverse=True)
-            vectors = vectors.index_put((torch.nonzero(~per_row).squeeze(1),), self.item_representation(unique)[inverse])
-        if per_row.any():
-            rows = torch.nonzero(per_row).squeeze(1)
+        unique, inverse = torch.unique(items, return_inverse=True)
+        vectors = self.item_representation(unique)[inverse]
+        rows = torch.nonzero(episode | (self.support[items] == users.unsqueeze(1)).any(dim=1)).squeeze(1)
+        if len(rows):
             support, support_len = self.training_support(users[rows], items[rows], episode[rows], shots[rows])
             cold = self.cold_item_embedding(self.content(items[rows]), support, support_len)
             vectors = vectors.index_put((rows,), self._blend(items[rows], cold, hide_id=episode[rows]))
@@ -252,7 +252,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         if not len(items):
             return self.empty_user.sum() * 0.0
         shots = torch.randint(0, self.max_shots + 1, (len(items),), device=items.device)
-        support, support_len = self._sample_support(items, torch.zeros_like(items), shots)
+        support, support_len = self._sample_support(items, None, shots)
         cold = self.cold_item_embedding(self.content(items), support, support_len)
         return F.mse_loss(cold, self.item_embedding(items).detach())
 
