@@ -67,6 +67,7 @@ FAST_CONFIG = {
     "reproducibility": True,
     "seed": 2020,
     "checkpoint_dir": None,  # set per test
+    "warm_epochs": 1,  # FewShotRec's unevaluated warm epochs (default 10): one keeps the path tested and fast
 }
 
 
