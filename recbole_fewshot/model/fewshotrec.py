@@ -210,8 +210,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
 
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
         """Item vectors with their stored support sets (all training buyers up to max_shots)."""
-        cold = self.cold_item_embedding(self.content(items), self.support[items], self.support_len[items])
-        return self._blend(items, cold)
+        return self.batch_items(items).vector(items)
 
     def batch_items(self, needed: torch.Tensor) -> BatchItems:
         """Content and stored vectors of the distinct items in ``needed``, each computed once."""
