@@ -65,8 +65,15 @@ def list_models() -> list[str]:
     return sorted(registry.plugin_models()) + variants + list(registry.builtin_models())
 
 
-def _params_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+OUT_PATH_KEYS = ("data_path", "checkpoint_dir", "log_root")  # set from ``out`` by cell_config
+
+
+def _params_hash(model: str, split_name: str, config: dict) -> str:
+    """A cell's parameters: the model, the split (its name carries the split spec and the source's
+    fingerprint) and the config, less the paths inside ``out``, so a moved out folder still resumes."""
+    portable = {key: value for key, value in config.items() if key not in OUT_PATH_KEYS}
+    text = json.dumps({"model": model, "split": split_name, **portable}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def cell_config(cell: Cell, split_name: str, split_path: Path, candidates: str, base: dict, out: Path) -> tuple[str, dict]:
@@ -313,7 +320,7 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
         split_name, manifest = materialize(source, spec, out / "splits")
         split_stats.setdefault(cell.shots, manifest["stats"])
         model, config = cell_config(cell, split_name, out / "splits", candidates, base, out)
-        key = (dataset, cell.model, str(cell.shots), str(cell.seed), candidates, _params_hash({"model": model, **config}))
+        key = (dataset, cell.model, str(cell.shots), str(cell.seed), candidates, _params_hash(model, split_name, config))
         if key not in done:
             pending.append((cell, key, model, split_name, config))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None

@@ -86,6 +86,28 @@ def test_resume_skips_finished_cells_and_retries_failed(finished, monkeypatch):
     assert calls == ["Random", "Pop", "Random", "Pop"], "changed parameters are new cells"
 
 
+def test_moved_out_folder_resumes_and_another_split_is_new_cells(finished, monkeypatch):
+    import shutil
+
+    root, out = finished
+    moved = root / "moved"
+    shutil.copytree(out, moved)
+    calls = []
+
+    def fake_child(model, dataset, config, workdir, threads=None):
+        calls.append((model, dataset))
+        raise RuntimeError("not run")
+
+    monkeypatch.setattr(bench, "_run_in_child", fake_child)
+    bench.benchmark("planted", MODELS[:2], [0], 2, moved, data_path=str(root / "source"),
+                    overrides={"epochs": 1}, split_options={"max_shots": 3})
+    assert calls == [], "the paths inside the out folder are not parameters"
+    bench.benchmark("planted", MODELS[:2], [0], 1, moved, data_path=str(root / "source"),
+                    overrides={"epochs": 1}, split_options={"max_shots": 3, "policy": "random"})
+    assert [model for model, _ in calls] == ["Random", "Pop"], "another split of the same K and seed is new cells"
+    assert all("random" in dataset for _, dataset in calls)
+
+
 def test_default_and_quick_models_are_all_runnable_names():
     available = set(bench.list_models())
     assert set(bench.DEFAULT_MODELS) <= available
