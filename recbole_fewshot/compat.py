@@ -144,6 +144,29 @@ def _apply_scipy_dok_update() -> None:
     PATCHED["scipy_dok_update"] = _update
 
 
+# --- config_unpickle_numpy_aliases ----------------------------------------------------------------
+# recbole/config/configurator.py Config.__init__ calls `self.compatibility_settings()`, which restores
+# numpy's removed aliases (`np.float = np.float_`, ...); recbole/data/dataset/dataset.py _fill_nan reads
+# `np.float` for every float_seq field. A Config unpickled from a checkpoint (load_data_and_model, or
+# `create_dataset(torch.load(file)['config'])` as RecBole's docs show) skips __init__, so in a fresh
+# process a dataset with a float_seq field (text embeddings) fails to load with "module 'numpy' has no
+# attribute 'float'". Unpickling a Config now makes the same call as constructing one.
+def _apply_config_unpickle_numpy_aliases() -> None:
+    name = "config_unpickle_numpy_aliases"
+    config_class = recbole.config.configurator.Config
+    if name in PATCHED or getattr(config_class.__dict__.get("__setstate__"), "__recbole_fewshot_patch__", None) == name:
+        PATCHED[name] = config_class.__setstate__
+        return
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.compatibility_settings()
+
+    __setstate__.__recbole_fewshot_patch__ = name
+    config_class.__setstate__ = __setstate__
+    PATCHED[name] = __setstate__
+
+
 # --- new_item_candidates -------------------------------------------------------------------------
 # recbole/data/utils.py get_dataloader returns FullSortEvalDataLoader for full-sort valid/test; on a
 # few-shot split with `fewshot_candidates: new` the evaluation ranks only the phase's new items.
@@ -389,6 +412,7 @@ def apply() -> None:
     _replace("safe_checkpoint_load:quick_start", [recbole.quick_start.quick_start, recbole.quick_start],
              "load_data_and_model", _make_safe_loading)
     _apply_scipy_dok_update()
+    _apply_config_unpickle_numpy_aliases()
     _replace("new_item_candidates", [recbole.data.utils, recbole.data], "get_dataloader", _make_get_dataloader)
     _replace("collector_non_tensor_data", [recbole.evaluator.collector.Collector], "get_data_struct",
              _make_get_data_struct)

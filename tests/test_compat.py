@@ -42,6 +42,7 @@ from recbole_fewshot.data.split import read_manifest, summary_lines
 EXPECTED_PATCHES = {
     "unknown_model_error", "plugin_model_defaults", "fewshot_config", "safe_checkpoint_load:evaluate",
     "safe_checkpoint_load:resume", "safe_checkpoint_load:quick_start", "scipy_dok_update",
+    "config_unpickle_numpy_aliases",
     "new_item_candidates", "training_popularity_only", "training_popularity_only:repeatable",
     "collector_non_tensor_data", "ensure_dir_race", "ddp_backend", "ddp_cpu_module", "ddp_shared_checkpoint",
     "ddp_exact_metrics:sampler", "ddp_exact_metrics:gather", "ddp_exact_metrics:reduce",
@@ -92,6 +93,7 @@ def test_apply_is_idempotent():
     assert compat.PATCHED == patched
     assert {name: getattr(owners[0], attribute) for name, (owners, attribute) in OWNERS.items()} == installed
     assert scipy.sparse.dok_matrix._update is compat.PATCHED["scipy_dok_update"]
+    assert recbole.config.configurator.Config.__setstate__ is compat.PATCHED["config_unpickle_numpy_aliases"]
 
 
 # --- unknown_model_error -------------------------------------------------------------------------
@@ -195,6 +197,37 @@ def test_safe_loading_routes_torch_load_and_restores_it(monkeypatch):
         wrapped()
     assert seen == [compat.load_checkpoint]
     assert torch.load is original_load
+
+
+# --- config_unpickle_numpy_aliases ----------------------------------------------------------------
+
+def test_an_unpickled_config_loads_a_float_seq_dataset_in_a_fresh_process(tmp_path, in_tmp):
+    """A checkpoint's Config, unpickled where no Config was constructed, still loads text embeddings."""
+    import pickle
+    import subprocess
+    import sys
+
+    folder = tmp_path / "data" / "emb"
+    folder.mkdir(parents=True)
+    (folder / "emb.inter").write_text("user_id:token\titem_id:token\n" + "".join(
+        f"u{u}\ti{i}\n" for u in range(6) for i in range(4) if (u + i) % 3))
+    (folder / "emb.item").write_text("item_id:token\ttext_emb:float_seq\n" + "".join(
+        f"i{i}\t{i * 0.1:.1f} 0.5 {1 - i * 0.1:.1f}\n" for i in range(4)))
+    config = recbole.config.configurator.Config(
+        model="Pop", dataset="emb", config_dict={"data_path": str(tmp_path / "data"), "state": "ERROR",
+                                          "load_col": {"inter": ["user_id", "item_id"], "item": ["item_id", "text_emb"]}})
+    (tmp_path / "config.pkl").write_bytes(pickle.dumps(config, protocol=4))
+    script = (
+        "import pickle, numpy, recbole_fewshot\n"
+        "from recbole.data import create_dataset\n"
+        "assert not hasattr(numpy, 'float'), 'a Config was constructed on import'\n"
+        "config = pickle.loads(open('config.pkl', 'rb').read())\n"
+        "dataset = create_dataset(config)\n"
+        "print(dataset.item_num, [len(v) for v in dataset.item_feat['text_emb']])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "5 [0, 3, 3, 3, 3]" in done.stdout  # the padding row and 4 items of 3 values
 
 
 # --- scipy_dok_update ----------------------------------------------------------------------------
