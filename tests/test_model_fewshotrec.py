@@ -205,3 +205,24 @@ def test_cold_negatives_switch_keeps_few_shot_but_not_unsold_negatives(tmp_path)
         users = model.item_users[model.item_ptr[warm[:4]]]
         loss = model.calculate_loss(Interaction({"user_id": users, "item_id": warm[:4], "neg_item_id": cold[:4]}))
         assert (loss.item() > 0.0) == (cold_count > 0)
+
+
+def test_in_batch_negatives_pair_episode_rows_and_drop_clashes(tmp_path):
+    model, *_ = build(tmp_path, meta_ratio=0.5, episode_negatives="in_batch")
+    model.train()
+    torch.manual_seed(0)
+    users = torch.randint(1, model.n_users, (512,))
+    warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
+    pos = warm[torch.randint(len(warm), (512,))]
+    neg = torch.randint(1, model.n_items, (512,))
+    episode, _ = model.episodes(pos)
+    assert 1 < episode.sum() < 512
+    new_neg, usable = model.in_batch_negatives(users, pos, neg, episode)
+    assert torch.equal(new_neg[~episode], neg[~episode]) and usable[~episode].all(), "other rows keep RecBole's"
+    assert set(new_neg[episode].tolist()) <= set(pos[episode].tolist())
+    assert sorted(new_neg[episode].tolist()) == sorted(pos[episode].tolist()), "a pairing of the episode rows"
+    in_history = (model.history[users] == new_neg.unsqueeze(1)).any(dim=1) | (new_neg == pos)
+    assert torch.equal(usable[episode], ~in_history[episode])
+    assert in_history[episode].any(), "the planted data has clashes to drop"
+    sampled = build(tmp_path / "sampled", meta_ratio=0.5)[0]
+    assert sampled.in_batch_negatives(users, pos, neg, episode)[0] is neg, "the default keeps RecBole's negatives"

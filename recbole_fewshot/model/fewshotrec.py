@@ -142,6 +142,9 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         self.alignment_weight = config["alignment_weight"]
         self.support_aggregation = config["support_aggregation"]
         self.cold_negatives = config["cold_negatives"]
+        self.episode_negatives = config["episode_negatives"]
+        if self.episode_negatives not in ("sampled", "in_batch"):
+            raise ValueError(f"episode_negatives must be 'sampled' or 'in_batch', got {self.episode_negatives!r}")
         self.field2token_id = dataset.field2token_id
 
         train = TrainingInteractions(dataset, config["max_history_len"])
@@ -248,6 +251,22 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         shots = torch.randint(0, self.max_shots + 1, (len(items),), device=items.device)
         return episode, shots
 
+    def in_batch_negatives(self, users: torch.Tensor, pos_item: torch.Tensor, neg_item: torch.Tensor,
+                           episode: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``episode_negatives: in_batch``, each episode row's negative becomes the positive of
+        another episode row (a random pairing), so an episode's new-looking positive and negative follow
+        one popularity distribution and G cannot rank by popular-looking content alone. Returns the
+        negatives and the rows that carry loss: not an episode row whose new negative is its own
+        positive or in its user's history window."""
+        rows = torch.nonzero(episode).squeeze(1)
+        usable = torch.ones_like(episode)
+        if self.episode_negatives != "in_batch" or len(rows) < 2:
+            return neg_item, usable
+        partner = rows[torch.randperm(len(rows), device=rows.device)]
+        neg_item = neg_item.index_put((rows,), pos_item[partner])
+        clash = (self.history[users[rows]] == neg_item[rows].unsqueeze(1)).any(dim=1) | (neg_item[rows] == pos_item[rows])
+        return neg_item, usable.index_put((rows,), ~clash)
+
     def training_support(self, users: torch.Tensor, items: torch.Tensor, episode: torch.Tensor,
                          shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Support sets [B, max_shots] and lengths [B] of training rows' items, never the row's own user.
@@ -348,9 +367,10 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         batch = self.batch_items(needed)  # each item of the batch computed once
         user_e = self.training_user_representation(user, pos_item, batch)
         episode, shots = self.episodes(pos_item)  # the positive and the negative of a row both look new
+        neg_item, usable = self.in_batch_negatives(user, pos_item, neg_item, episode)
         pos_e, pos_generated = self.training_item_representation(user, pos_item, episode, shots, batch)
         neg_e, neg_generated = self.training_item_representation(user, neg_item, episode, shots, batch)
-        usable = self.item_count[neg_item] > (0 if self.cold_negatives else self.max_shots)
+        usable = usable & (self.item_count[neg_item] > (0 if self.cold_negatives else self.max_shots))
         loss = -F.logsigmoid((user_e * (pos_e - neg_e)).sum(-1)[usable]).sum() / usable.sum().clamp_min(1)
         if self.alignment_weight > 0:
             items = torch.cat([pos_item[episode], neg_item[episode]])
