@@ -260,9 +260,11 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         one popularity distribution and G cannot rank by popular-looking content alone. Returns the
         negatives and the rows that carry loss: not an episode row whose new negative is its own
         positive or in its user's history window."""
-        rows = torch.nonzero(episode).squeeze(1)
         usable = torch.ones_like(episode)
-        if self.episode_negatives != "in_batch" or len(rows) < 2:
+        if self.episode_negatives != "in_batch":
+            return neg_item, usable
+        rows = torch.nonzero(episode).squeeze(1)
+        if len(rows) < 2:
             return neg_item, usable
         partner = rows[torch.randperm(len(rows), device=rows.device)]
         neg_item = neg_item.index_put((rows,), pos_item[partner])
