@@ -179,9 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _spaced_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """Unknown ``--key=value`` arguments whose value holds a space (``--topk=[10, 20]``). argparse reads
+    such an argument as a positional value, which an option taking several values (``--shots 3``) would
+    swallow, so they are set aside before parsing."""
+    known = set(parser._option_string_actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                known |= set(subparser._option_string_actions)
+    return [arg for arg in argv if arg.startswith("--") and " " in arg and arg.split("=")[0] not in known]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    spaced = _spaced_overrides(parser, argv)
+    args, extra = parser.parse_known_args([arg for arg in argv if arg not in spaced])
+    extra += spaced
     try:
         if args.command == "run":
             return _run(args, _recbole_overrides(extra, parser))

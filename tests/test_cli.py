@@ -111,6 +111,16 @@ def test_run_with_overrides_and_config_files(planted_k2, in_tmp, capsys):
     assert set(parse_result(capsys.readouterr().out)[1]) == {"recall@3", "mrr@3", "ndcg@3", "hit@3", "precision@3"}
 
 
+def test_overrides_with_spaces_are_not_taken_for_option_values(planted_k2, in_tmp, capsys):
+    name, data_path = planted_k2
+    config_file = in_tmp / "run.yaml"
+    config_file.write_text(yaml.safe_dump({"epochs": 1}))
+    code = main(["run", "--model", "Pop", "--dataset", name, "--config-files", str(config_file), "--topk=[3, 4]",
+                 f"--data_path={data_path}", "--state=ERROR", "--show_progress=False", "--valid_metric=Recall@3"])
+    assert code == 0
+    assert {key.split("@")[1] for key in parse_result(capsys.readouterr().out)[1]} == {"3", "4"}
+
+
 def test_run_refuses_malformed_overrides(planted_k2, in_tmp):
     name, data_path = planted_k2
     for bad in (["--epochs", "1"], ["epochs=1"], ["--a=b=c"]):
