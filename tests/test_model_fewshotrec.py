@@ -126,8 +126,9 @@ def test_episode_rows_hide_both_ids_and_train_the_cold_module(tmp_path):
     assert model.item_embedding.weight.grad is None, "the id is the alignment's target, not an input"
 
 
-def test_onboarding_matches_full_sort_and_uses_support(tmp_path):
-    model, train, full, config, _, folder, name = build(tmp_path, shots=3)
+@pytest.mark.parametrize("support_users", ["embedding", "history"])
+def test_onboarding_matches_full_sort_and_uses_support(tmp_path, support_users):
+    model, train, full, config, _, folder, name = build(tmp_path, shots=3, support_users=support_users)
     model.eval()
     manifest = read_manifest(folder / f"{name}.fewshot.json")
     items, _ = read_atomic(folder / f"{name}.item")
@@ -147,6 +148,29 @@ def test_onboarding_matches_full_sort_and_uses_support(tmp_path):
     assert len(support) == model.max_shots == 3  # the split's max_shots
     fewer = model.onboard([row], [support[:-1]])
     assert not torch.allclose(fewer, embedding), "adding a support user changes the item"
+
+
+def test_history_support_users_read_their_training_history(tmp_path):
+    model, train, *_ = build(tmp_path, shots=3, support_users="history")
+    assert not hasattr(model, "support_user_embedding")
+    model.eval()
+    users = torch.arange(1, model.n_users)
+    before = model.support_user_vectors(users).clone()
+    model.USER_TABLE_CHUNK = 3
+    model.eval()
+    assert torch.allclose(model.support_user_vectors(users), before, atol=1e-6), "encoded in chunks, same table"
+    warm = int(torch.nonzero(model.item_count > model.max_shots)[0])
+    readers = (model.history[users] == warm).any(dim=1)
+    assert readers.any() and not readers.all()
+    with torch.no_grad():
+        model.item_embedding.weight[warm] += 1.0
+    assert torch.equal(model.support_user_vectors(users), before), "kept until the next train()/eval()"
+    model.eval()
+    after = model.support_user_vectors(users)
+    changed = (after - before).abs().sum(dim=1) > 1e-6
+    assert torch.equal(changed, readers), "a support user is their own training history"
+    with pytest.raises(ValueError, match="support_users"):
+        build(tmp_path / "bad", support_users="ids")
 
 
 @pytest.mark.parametrize("encoder", ["gru", "cnn"])

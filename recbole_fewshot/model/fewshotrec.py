@@ -9,7 +9,10 @@ An item is ``e_i = g(n_i) * id_i + (1 - g(n_i)) * G_i`` where ``n_i`` is its num
 interactions, ``g`` a learned gate of ``log(1 + n_i)`` (0 while ``n_i <= max_shots``: the id of a
 few-shot item is never used), and ``G_i = G(content_i, support_i)`` the cold-start module: the item's
 content (every RecBole item feature, :class:`~recbole_fewshot.nn.content.ItemContentEncoder`) attends
-over the support users' embeddings (its first ``max_shots`` training buyers), and an MLP fuses both.
+over the support users (its first ``max_shots`` training buyers), and an MLP fuses both. A support user
+is a learned vector (``support_users: embedding``) or their behaviour encoding of the training history,
+computed without gradients once per epoch (``history``: every user has one, where a learned vector
+only trains while its user is in the support set of a batch's item).
 
 Meta-training by episodes: in each batch, a ``meta_ratio`` share of the rows with a warm positive
 is made to look new: the positive's and the negative's ids are hidden and their supports cut to
@@ -134,6 +137,8 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
     r"""Behaviour-encoder recommender whose items come from a meta-learned cold-start module."""
 
     input_type = InputType.PAIRWISE
+    _history_user_table: torch.Tensor | None = None
+    USER_TABLE_CHUNK = 4096  # users encoded at once for the history user table (bounds the encoder's memory)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -143,6 +148,9 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         self.meta_ratio = config["meta_ratio"]
         self.alignment_weight = config["alignment_weight"]
         self.support_aggregation = config["support_aggregation"]
+        self.support_users = config["support_users"]
+        if self.support_users not in ("embedding", "history"):
+            raise ValueError(f"support_users must be 'embedding' or 'history', got {self.support_users!r}")
         self.cold_negatives = config["cold_negatives"]
         self.episode_negatives = config["episode_negatives"]
         if self.episode_negatives not in ("sampled", "in_batch"):
@@ -166,7 +174,8 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
                 "support set and K = 0 scores are no better than chance; load item features for cold start"
             )
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
-        self.support_user_embedding = nn.Embedding(self.n_users, d, padding_idx=0)
+        if self.support_users == "embedding":
+            self.support_user_embedding = nn.Embedding(self.n_users, d, padding_idx=0)
         self.query = nn.Linear(d, d)
         self.key = nn.Linear(d, d)
         self.value = nn.Linear(d, d)
@@ -189,11 +198,11 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         """G(content, support users): content [N, d], support [N, S] user ids (0-padded), lengths [N]."""
         mask = torch.arange(support.shape[1], device=support.device).unsqueeze(0) < support_len.unsqueeze(1)
         mask = mask & (support > 0)
-        if self.support_aggregation == "none":
+        if self.support_aggregation == "none" or not mask.any():
             pooled = torch.zeros_like(content)
         else:
             unique, inverse = torch.unique(support, return_inverse=True)  # each distinct user embedded once
-            users = self.support_user_embedding(unique)
+            users = self.support_user_vectors(unique)
             if self.support_aggregation == "attention":
                 keys, values = self.key(users)[inverse], self.value(users)[inverse]
                 logits = (keys @ self.query(content).unsqueeze(-1)).squeeze(-1) / self.embedding_size ** 0.5
@@ -203,6 +212,34 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
                 pooled = (users[inverse] * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
         shots = torch.log1p(mask.sum(1, keepdim=True).float())
         return self.fuse(torch.cat([content, pooled, shots], dim=1))
+
+    def support_user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """Vectors [N, d] by which G reads support users: a learned embedding per user
+        (``support_users: embedding``) or the user's own behaviour encoding (``history``)."""
+        if self.support_users == "embedding":
+            return self.support_user_embedding(users)
+        return self.history_user_table()[users]
+
+    def history_user_table(self) -> torch.Tensor:
+        """Every user's behaviour encoding [n_users, d], without gradients and without dropout, once per
+        epoch and per evaluation (reset by ``train()``/``eval()``). Its history items are embedded without
+        their support sets (content and gated id only), so that it does not depend on itself."""
+        if self._history_user_table is None:
+            items = self.all_items()
+            no_support = torch.zeros(len(items), 1, dtype=torch.long, device=items.device)
+            encoder_mode = self.encoder.training
+            self.encoder.train(False)
+            with torch.no_grad():
+                table = self._blend(items, self.cold_item_embedding(self.content(items), no_support, no_support[:, 0]))
+                users = torch.arange(self.n_users, device=items.device)
+                self._history_user_table = torch.cat([self.user_representation(chunk, table)
+                                                      for chunk in users.split(self.USER_TABLE_CHUNK)])
+            self.encoder.train(encoder_mode)
+        return self._history_user_table
+
+    def train(self, mode: bool = True):
+        self._history_user_table = None
+        return super().train(mode)
 
     def _blend(self, items: torch.Tensor, cold: torch.Tensor, hide_id: torch.Tensor | None = None) -> torch.Tensor:
         count = self.item_count[items]
