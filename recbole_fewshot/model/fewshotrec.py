@@ -197,10 +197,10 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
 
     # --- items ----------------------------------------------------------------------------------
     def cold_item_embedding(self, content: torch.Tensor, support: torch.Tensor, support_len: torch.Tensor) -> torch.Tensor:
-        """G(content, support users): content [N, d], support [N, S] user ids (0-padded), lengths [N]."""
+        """G(content, support users): content [N, d], support [N, S] user ids (0-padded; S = 0: none), lengths [N]."""
         mask = torch.arange(support.shape[1], device=support.device).unsqueeze(0) < support_len.unsqueeze(1)
         mask = mask & (support > 0)
-        if self.support_aggregation == "none" or not mask.any():
+        if self.support_aggregation == "none" or support.shape[1] == 0:
             pooled = torch.zeros_like(content)
         else:
             unique, inverse = torch.unique(support, return_inverse=True)  # each distinct user embedded once
@@ -228,11 +228,12 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         their support sets (content and gated id only), so that it does not depend on itself."""
         if self._history_user_table is None:
             items = self.all_items()
-            no_support = torch.zeros(len(items), 1, dtype=torch.long, device=items.device)
+            no_support = torch.zeros(len(items), 0, dtype=torch.long, device=items.device)
             encoder_mode = self.encoder.training
             self.encoder.train(False)
             with torch.no_grad():
-                table = self._blend(items, self.cold_item_embedding(self.content(items), no_support, no_support[:, 0]))
+                no_support_len = torch.zeros(len(items), dtype=torch.long, device=items.device)
+                table = self._blend(items, self.cold_item_embedding(self.content(items), no_support, no_support_len))
                 users = torch.arange(self.n_users, device=items.device)
                 self._history_user_table = torch.cat([self.user_representation(chunk, table)
                                                       for chunk in users.split(self.USER_TABLE_CHUNK)])
