@@ -1,0 +1,33 @@
+"""The README's results tables are the benchmark's own summaries in docs/results, cell for cell."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+K_TABLE = re.compile(r"^\| model \| K = 0 \| K = 1 \| K = 3 \| K = 5 \|\n\|---(?:\|---)+\|\n((?:\|.*\|\n)+)", re.MULTILINE)
+
+
+def first_k_table(markdown: str, after: str) -> dict[str, list[str]]:
+    """model -> cells of the first K = 0/1/3/5 table after the line ``after``, one seed written '(n = 1)'."""
+    start = markdown.index(after)
+    rows = K_TABLE.search(markdown, start).group(1)
+    table = {}
+    for row in rows.strip().splitlines():
+        model, *cells = [cell.strip() for cell in row.strip("|").split("|")]
+        table[model] = [re.sub(r" ± 0\.0000 \(n=1\)$", " (n = 1)", cell) for cell in cells]
+    return table
+
+
+@pytest.mark.parametrize("heading, results", [
+    ("## Results", "docs/results/ml-100k/results.md"),
+    ("### Online Retail: real new products", "docs/results/online_retail/results.md"),
+])
+def test_readme_table_is_the_rendered_summary(heading, results):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"]({results})" in readme[readme.index(heading):], f"the section {heading!r} must link {results}"
+    rendered = first_k_table((ROOT / results).read_text(encoding="utf-8"), "## Summary")
+    assert first_k_table(readme, heading) == rendered
