@@ -86,7 +86,9 @@ def cell_config(cell: Cell, split_name: str, split_path: Path, candidates: str, 
         "seed": cell.seed,
         "data_path": str(split_path),
         "fewshot_candidates": candidates,
-        "checkpoint_dir": str(out / "saved"),
+        # one folder per cell: RecBole names a checkpoint <model>-<local time to the second>.pth, so cells
+        # of one model (two variants, two seeds) started in the same second by --jobs would share a file
+        "checkpoint_dir": str(out / "saved" / f"{cell.model}-k{cell.shots}-s{cell.seed}-{candidates}"),
         "log_root": str(out / "log"),
     }
     return model, config

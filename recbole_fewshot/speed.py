@@ -19,6 +19,21 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so wall-clock times on a GPU are times of finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _gpu_peak_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by tensors since the last reset (nan on the CPU); resets the peak."""
+    if device.type != "cuda":
+        return float("nan")
+    peak = torch.cuda.max_memory_allocated(device) / 2**20
+    torch.cuda.reset_peak_memory_stats(device)
+    return peak
+
+
 def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -31,14 +46,20 @@ def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     if hasattr(trainer, "prepare_backbone"):
         trainer.prepare_backbone(train_data)
+    device = config["device"]
+    _gpu_peak_mb(device)
     epoch_seconds = []
     for epoch in range(epochs):
+        _synchronize(device)
         start = time.perf_counter()
         trainer._train_epoch(train_data, epoch, show_progress=False)
+        _synchronize(device)
         epoch_seconds.append(time.perf_counter() - start)
     start = time.perf_counter()
     trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
-    return min(epoch_seconds), time.perf_counter() - start, net, train_data._dataset
+    _synchronize(device)
+    evaluation = time.perf_counter() - start
+    return min(epoch_seconds), evaluation, _gpu_peak_mb(device), net, train_data._dataset
 
 
 def onboarding_throughput(model, dataset, n_items: int = 10000, shots: int = 3, seed: int = 0) -> float:
@@ -60,8 +81,11 @@ def onboarding_throughput(model, dataset, n_items: int = 10000, shots: int = 3, 
         rows.append(row)
     users = dataset.field2id_token[dataset.uid_field]
     support = [[users[u] for u in rng.integers(1, len(users), shots)] for _ in range(n_items)]
+    device = next(model.parameters()).device
+    _synchronize(device)
     start = time.perf_counter()
     model.onboard(rows, support)
+    _synchronize(device)
     return n_items / (time.perf_counter() - start)
 
 
@@ -76,21 +100,26 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
             "checkpoint_dir": str(Path(out) / "saved"), "topk": [20], "metrics": ["NDCG"], "valid_metric": "NDCG@20",
             "eval_batch_size": 65536, **(overrides or {})}
     figures = {"torch_threads": torch.get_num_threads()}
-    bpr_epoch, bpr_eval, _, _ = _time_model("BPR", name, base, epochs)
-    figures["BPR"] = {"epoch_s": bpr_epoch, "eval_s": bpr_eval, "peak_mb": _peak_mb()}
+    bpr_epoch, bpr_eval, bpr_gpu_mb, bpr, _ = _time_model("BPR", name, base, epochs)
+    figures["device"] = str(next(bpr.parameters()).device)
+    figures["BPR"] = {"epoch_s": bpr_epoch, "eval_s": bpr_eval, "peak_mb": _peak_mb(), "gpu_peak_mb": bpr_gpu_mb}
     for encoder in ("gru", "cnn"):
-        epoch, evaluation, model, train = _time_model("FewShotRec", name, {**base, "behaviour_encoder": encoder}, epochs)
+        epoch, evaluation, gpu_mb, model, train = _time_model("FewShotRec", name,
+                                                              {**base, "behaviour_encoder": encoder}, epochs)
         model.eval()
         figures[f"FewShotRec-{encoder.upper()}"] = {
             "epoch_s": epoch, "eval_s": evaluation, "epoch_ratio": epoch / bpr_epoch,
             "eval_ratio": evaluation / bpr_eval, "onboard_items_per_s": onboarding_throughput(model, train),
-            "peak_mb": _peak_mb(),
+            "peak_mb": _peak_mb(), "gpu_peak_mb": gpu_mb,
         }
-    print(f"bench-speed on {name} ({figures['torch_threads']} torch threads; fastest of {epochs} epochs)")
-    print(f"{'model':<16}{'s/epoch':>9}{'x BPR':>8}{'eval s':>9}{'x BPR':>8}{'onboard items/s':>17}{'peak MB':>9}")
+    print(f"bench-speed on {name} ({figures['torch_threads']} torch threads; fastest of {epochs} epochs; "
+          f"device {figures['device']})")
+    print(f"{'model':<16}{'s/epoch':>9}{'x BPR':>8}{'eval s':>9}{'x BPR':>8}{'onboard items/s':>17}{'peak MB':>9}"
+          f"{'GPU MB':>9}")
     for label, row in figures.items():
-        if label == "torch_threads":
+        if label in ("torch_threads", "device"):
             continue
         print(f"{label:<16}{row['epoch_s']:>9.2f}{row.get('epoch_ratio', 1.0):>8.2f}{row['eval_s']:>9.3f}"
-              f"{row.get('eval_ratio', 1.0):>8.2f}{row.get('onboard_items_per_s', float('nan')):>17.0f}{row['peak_mb']:>9.0f}")
+              f"{row.get('eval_ratio', 1.0):>8.2f}{row.get('onboard_items_per_s', float('nan')):>17.0f}{row['peak_mb']:>9.0f}"
+              f"{row['gpu_peak_mb']:>9.0f}")
     return figures

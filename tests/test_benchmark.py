@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
 import pytest
 from planted import write_planted_dataset
@@ -141,6 +142,17 @@ def test_summary_table_is_the_csv_mean_per_model_and_shots(finished):
         values = [float(r["test_ndcg@20"]) for r in rows if r["model"] == model]
         assert mean == pytest.approx(sum(values) / len(values), abs=6e-5)
     assert "NoSuchModel" not in summary
+
+
+def test_cells_run_at_once_never_share_a_checkpoint_file(tmp_path):
+    # RecBole names a checkpoint <model>-<local time to the second>.pth: on a GPU, --jobs 6 started
+    # FewShotRec-GRU and FewShotRec-CNN in one second, and the GRU cell reloaded the CNN's weights
+    cells = [bench.Cell(model, shots, seed) for model in ("FewShotRec-GRU", "FewShotRec-CNN", "BPR")
+             for shots in (0, 3) for seed in (2020, 2021)]
+    folders = {bench.cell_config(cell, "split", tmp_path, candidates, {}, tmp_path / "out")[1]["checkpoint_dir"]
+               for cell in cells for candidates in ("new", "all")}
+    assert len(folders) == 2 * len(cells)
+    assert all(Path(folder).parent == tmp_path / "out" / "saved" for folder in folders)
 
 
 def test_cells_keep_each_models_own_training_defaults(tmp_path):

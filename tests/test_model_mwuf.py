@@ -97,7 +97,7 @@ def test_pretrained_backbone_from_recbole_bpr_checkpoint(in_tmp):
         "data_path": str(data_path), "checkpoint_dir": str(saved), "epochs": 1, "embedding_size": 16,
         "show_progress": False, "state": "ERROR", "topk": [10], "valid_metric": "NDCG@10"})
     (checkpoint,) = saved.glob("BPR-*.pth")
-    bpr = torch.load(checkpoint, weights_only=False)["state_dict"]
+    bpr = torch.load(checkpoint, weights_only=False, map_location="cpu")["state_dict"]
 
     config, model, (train_data, valid_data, test_data) = build(
         name, data_path, epochs=1, pretrained_backbone=str(checkpoint), backbone_epochs=50)
