@@ -27,6 +27,7 @@ import recbole.utils.utils
 import scipy.sparse
 import torch
 import torch.distributed
+import yaml
 from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from torch.nn.parallel import DistributedDataParallel
@@ -144,15 +145,32 @@ def _apply_scipy_dok_update() -> None:
     PATCHED["scipy_dok_update"] = _update
 
 
-# --- config_unpickle_numpy_aliases ----------------------------------------------------------------
+# --- config_unpickle ------------------------------------------------------------------------------
 # recbole/config/configurator.py Config.__init__ calls `self.compatibility_settings()`, which restores
 # numpy's removed aliases (`np.float = np.float_`, ...); recbole/data/dataset/dataset.py _fill_nan reads
 # `np.float` for every float_seq field. A Config unpickled from a checkpoint (load_data_and_model, or
 # `create_dataset(torch.load(file)['config'])` as RecBole's docs show) skips __init__, so in a fresh
 # process a dataset with a float_seq field (text embeddings) fails to load with "module 'numpy' has no
 # attribute 'float'". Unpickling a Config now makes the same call as constructing one.
-def _apply_config_unpickle_numpy_aliases() -> None:
-    name = "config_unpickle_numpy_aliases"
+# It skips plugin_model_defaults too: a checkpoint saved before a plugin model gained a setting holds
+# no value for it, and the model fails to build ("... got None"). Such settings take the model's
+# current default, which keeps the behaviour the model had before the setting existed.
+def _fill_settings_added_since(config) -> None:
+    """Give a plugin model's settings that ``config`` predates their defaults from the model's yaml."""
+    final = config.final_config_dict
+    path = registry.model_config_file(final.get("model"))
+    if path is None:
+        return
+    defaults = yaml.load(path.read_text(encoding="utf-8"), Loader=config.yaml_loader) or {}
+    missing = {key: value for key, value in defaults.items() if key not in final}
+    if missing:
+        final.update(missing)
+        getLogger().warning(f"the checkpoint's config predates {', '.join(sorted(missing))}; "
+                            f"using the defaults of {path.name}")
+
+
+def _apply_config_unpickle() -> None:
+    name = "config_unpickle"
     config_class = recbole.config.configurator.Config
     if name in PATCHED or getattr(config_class.__dict__.get("__setstate__"), "__recbole_fewshot_patch__", None) == name:
         PATCHED[name] = config_class.__setstate__
@@ -161,6 +179,7 @@ def _apply_config_unpickle_numpy_aliases() -> None:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.compatibility_settings()
+        _fill_settings_added_since(self)
 
     __setstate__.__recbole_fewshot_patch__ = name
     config_class.__setstate__ = __setstate__
@@ -412,7 +431,7 @@ def apply() -> None:
     _replace("safe_checkpoint_load:quick_start", [recbole.quick_start.quick_start, recbole.quick_start],
              "load_data_and_model", _make_safe_loading)
     _apply_scipy_dok_update()
-    _apply_config_unpickle_numpy_aliases()
+    _apply_config_unpickle()
     _replace("new_item_candidates", [recbole.data.utils, recbole.data], "get_dataloader", _make_get_dataloader)
     _replace("collector_non_tensor_data", [recbole.evaluator.collector.Collector], "get_data_struct",
              _make_get_data_struct)

@@ -42,7 +42,7 @@ from recbole_fewshot.data.split import read_manifest, summary_lines
 EXPECTED_PATCHES = {
     "unknown_model_error", "plugin_model_defaults", "fewshot_config", "safe_checkpoint_load:evaluate",
     "safe_checkpoint_load:resume", "safe_checkpoint_load:quick_start", "scipy_dok_update",
-    "config_unpickle_numpy_aliases",
+    "config_unpickle",
     "new_item_candidates", "training_popularity_only", "training_popularity_only:repeatable",
     "collector_non_tensor_data", "ensure_dir_race", "ddp_backend", "ddp_cpu_module", "ddp_shared_checkpoint",
     "ddp_exact_metrics:sampler", "ddp_exact_metrics:gather", "ddp_exact_metrics:reduce",
@@ -93,7 +93,7 @@ def test_apply_is_idempotent():
     assert compat.PATCHED == patched
     assert {name: getattr(owners[0], attribute) for name, (owners, attribute) in OWNERS.items()} == installed
     assert scipy.sparse.dok_matrix._update is compat.PATCHED["scipy_dok_update"]
-    assert recbole.config.configurator.Config.__setstate__ is compat.PATCHED["config_unpickle_numpy_aliases"]
+    assert recbole.config.configurator.Config.__setstate__ is compat.PATCHED["config_unpickle"]
 
 
 # --- unknown_model_error -------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_safe_loading_routes_torch_load_and_restores_it(monkeypatch):
     assert torch.load is original_load
 
 
-# --- config_unpickle_numpy_aliases ----------------------------------------------------------------
+# --- config_unpickle ------------------------------------------------------------------------------
 
 def test_an_unpickled_config_loads_a_float_seq_dataset_in_a_fresh_process(tmp_path, in_tmp):
     """A checkpoint's Config, unpickled where no Config was constructed, still loads text embeddings."""
@@ -228,6 +228,28 @@ def test_an_unpickled_config_loads_a_float_seq_dataset_in_a_fresh_process(tmp_pa
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "5 [0, 3, 3, 3, 3]" in done.stdout  # the padding row and 4 items of 3 values
+
+
+def test_an_unpickled_config_gives_settings_it_predates_their_defaults(planted_k2, in_tmp, caplog):
+    """A FewShotRec checkpoint saved before `support_users` and `episode_negatives` existed still builds."""
+    import logging
+    import pickle
+
+    from recbole.utils import get_model
+
+    config, _, train_data, _, _ = build_pipeline("FewShotRec", *planted_k2, in_tmp, behaviour_encoder="cnn")
+    for key in ("support_users", "episode_negatives"):
+        del config.final_config_dict[key]
+    with pytest.raises(ValueError, match="got None"):
+        get_model("FewShotRec")(config, train_data._dataset)
+    with caplog.at_level(logging.WARNING):
+        restored = pickle.loads(pickle.dumps(config, protocol=4))
+    assert "predates episode_negatives, support_users" in caplog.text
+    assert (restored["support_users"], restored["episode_negatives"]) == ("embedding", "sampled")
+    assert (restored["behaviour_encoder"], restored["embedding_size"]) == ("cnn", 16)  # the saved values stay
+    assert type(get_model("FewShotRec")(restored, train_data._dataset).encoder).__name__ == "CNNBehaviourEncoder"
+    bpr, *_ = build_pipeline("BPR", *planted_k2, in_tmp)
+    assert pickle.loads(pickle.dumps(bpr, protocol=4)).final_config_dict == bpr.final_config_dict
 
 
 # --- scipy_dok_update ----------------------------------------------------------------------------
