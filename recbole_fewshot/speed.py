@@ -1,8 +1,9 @@
 """``recbole-fewshot bench-speed``: FewShotRec's cost against BPR's, measured in one process on one split.
 
 Prints seconds per training epoch and per full-sort evaluation of the valid phase as ratios to BPR's
-(machines are noisy; ratios in one process are not), new-item onboarding throughput, and the
-process's peak resident memory after each model.
+(machines are noisy; ratios in one process are not), new-item onboarding throughput, the process's
+peak resident memory after each model and, on a GPU, each model's peak GPU memory. On a GPU every
+reading waits for the device's queued work.
 """
 
 from __future__ import annotations
