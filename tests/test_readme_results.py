@@ -12,13 +12,15 @@ K_TABLE = re.compile(r"^\| model \| K = 0 \| K = 1 \| K = 3 \| K = 5 \|\n\|---(?
 
 
 def first_k_table(markdown: str, after: str) -> dict[str, list[str]]:
-    """model -> cells of the first K = 0/1/3/5 table after the line ``after``, one seed written '(n = 1)'."""
+    """model -> cells of the first K = 0/1/3/5 table after the line ``after``; a cell of fewer seeds
+    ends '(n = 2)', one of one seed is its value and '(n = 1)'."""
     start = markdown.index(after)
     rows = K_TABLE.search(markdown, start).group(1)
     table = {}
     for row in rows.strip().splitlines():
         model, *cells = [cell.strip() for cell in row.strip("|").split("|")]
-        table[model] = [re.sub(r" ± 0\.0000 \(n=1\)$", " (n = 1)", cell) for cell in cells]
+        cells = [re.sub(r" ± 0\.0000 \(n=1\)$", " (n = 1)", cell) for cell in cells]
+        table[model] = [re.sub(r" \(n=(\d+)\)$", r" (n = \1)", cell) for cell in cells]
     return table
 
 
