@@ -27,7 +27,6 @@ import recbole.utils.utils
 import scipy.sparse
 import torch
 import torch.distributed
-import yaml
 from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from torch.nn.parallel import DistributedDataParallel
@@ -161,7 +160,7 @@ def _fill_settings_added_since(config) -> None:
     path = registry.model_config_file(final.get("model"))
     if path is None:
         return
-    defaults = yaml.load(path.read_text(encoding="utf-8"), Loader=config.yaml_loader) or {}
+    defaults = config._load_config_files([str(path)])  # RecBole's own reading of a yaml config file
     missing = {key: value for key, value in defaults.items() if key not in final}
     if missing:
         final.update(missing)
