@@ -152,20 +152,22 @@ def _apply_scipy_dok_update() -> None:
 # process a dataset with a float_seq field (text embeddings) fails to load with "module 'numpy' has no
 # attribute 'float'". Unpickling a Config now makes the same call as constructing one.
 # It skips plugin_model_defaults too: a checkpoint saved before a plugin model gained a setting holds
-# no value for it, and the model fails to build ("... got None"). Such settings take the model's
-# current default, which keeps the behaviour the model had before the setting existed.
+# no value for it, and the model fails to build ("... got None"). Such settings take the value that
+# keeps the behaviour the model had before the setting existed: the model class's
+# ``SETTINGS_BEFORE_ADDED`` where its default changed that behaviour, else the model's current default.
 def _fill_settings_added_since(config) -> None:
-    """Give a plugin model's settings that ``config`` predates their defaults from the model's yaml."""
+    """Give a plugin model's settings that ``config`` predates the values it was trained with."""
     final = config.final_config_dict
     path = registry.model_config_file(final.get("model"))
     if path is None:
         return
     defaults = config._load_config_files([str(path)])  # RecBole's own reading of a yaml config file
-    missing = {key: value for key, value in defaults.items() if key not in final}
+    before = getattr(registry.plugin_models().get(final.get("model")), "SETTINGS_BEFORE_ADDED", {})
+    missing = {key: before.get(key, value) for key, value in defaults.items() if key not in final}
     if missing:
         final.update(missing)
         getLogger().warning(f"the checkpoint's config predates {', '.join(sorted(missing))}; "
-                            f"using the defaults of {path.name}")
+                            f"using the values it was trained with (the defaults of {path.name} where unchanged)")
 
 
 def _apply_config_unpickle() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import recbole
 import recbole.config.configurator
 import recbole.data
@@ -231,25 +232,34 @@ def test_an_unpickled_config_loads_a_float_seq_dataset_in_a_fresh_process(tmp_pa
 
 
 def test_an_unpickled_config_gives_settings_it_predates_their_defaults(planted_k2, in_tmp, caplog):
-    """A FewShotRec checkpoint saved before `support_users` and `episode_negatives` existed still builds."""
+    """A FewShotRec checkpoint saved before `support_users`, `episode_negatives` and `content_min_items`
+    existed still builds, as it was trained."""
     import logging
     import pickle
 
     from recbole.utils import get_model
 
     config, _, train_data, _, _ = build_pipeline("FewShotRec", *planted_k2, in_tmp, behaviour_encoder="cnn")
-    for key in ("support_users", "episode_negatives"):
+    for key in ("support_users", "episode_negatives", "content_min_items"):
         del config.final_config_dict[key]
     with pytest.raises(ValueError, match="got None"):
         get_model("FewShotRec")(config, train_data._dataset)
     with caplog.at_level(logging.WARNING):
         restored = pickle.loads(pickle.dumps(config, protocol=4))
-    assert "predates episode_negatives, support_users" in caplog.text
+    assert "predates content_min_items, episode_negatives, support_users" in caplog.text
     assert (restored["support_users"], restored["episode_negatives"]) == ("embedding", "sampled")
+    assert restored["content_min_items"] == 1 != config_default("FewShotRec", "content_min_items"), \
+        "a setting whose default changed the model takes the value from before it existed"
     assert (restored["behaviour_encoder"], restored["embedding_size"]) == ("cnn", 16)  # the saved values stay
     assert type(get_model("FewShotRec")(restored, train_data._dataset).encoder).__name__ == "CNNBehaviourEncoder"
     bpr, *_ = build_pipeline("BPR", *planted_k2, in_tmp)
     assert pickle.loads(pickle.dumps(bpr, protocol=4)).final_config_dict == bpr.final_config_dict
+
+
+def config_default(model: str, key: str):
+    from recbole_fewshot.registry import model_config_file
+
+    return yaml.safe_load(model_config_file(model).read_text())[key]
 
 
 # --- scipy_dok_update ----------------------------------------------------------------------------

@@ -250,3 +250,24 @@ def test_in_batch_negatives_pair_episode_rows_and_drop_clashes(tmp_path):
     assert in_history[episode].any(), "the planted data has clashes to drop"
     sampled = build(tmp_path / "sampled", meta_ratio=0.5)[0]
     assert sampled.in_batch_negatives(users, pos, neg, episode)[0] is neg, "the default keeps RecBole's negatives"
+
+
+def test_tokens_on_too_few_items_read_as_padding(tmp_path):
+    from recbole_fewshot.nn.content import _tokens_on_enough_items
+
+    values = torch.tensor([[1, 2, 0], [1, 3, 3], [2, 0, 0]])
+    assert _tokens_on_enough_items(values, 4, 2).tolist() == [0, 1, 1, 0], "token 3 twice on one item is one item"
+    assert _tokens_on_enough_items(torch.tensor([1, 1, 2]), 3, 2).tolist() == [0, 1, 0]
+    # planted items: each of 3 genres (and tag t<g>) on about 67 of 200 items, the tag "common" on all
+    model, train, *_ = build(tmp_path, content_min_items=100)
+    every = build(tmp_path / "every", content_min_items=1)[0]
+    common = train.token2id("tags", "common")
+    assert torch.equal(every.content.feature_tags, train.item_feat["tags"])
+    assert torch.equal(every.content.feature_genre, train.item_feat["genre"])
+    tags = model.content.feature_tags
+    assert set(tags.unique().tolist()) == {0, common} and (tags == common).sum(1).eq(1)[1:].all()
+    assert model.content.feature_genre.eq(0).all()
+    raw = model.content.features_from_raw(train.field2token_id, [{"genre": "g0", "tags": "t0 common", "price": 2.0}])
+    assert raw["genre"].tolist() == [0] and sorted(raw["tags"][0].tolist())[-2:] == [0, common]
+    with pytest.raises(ValueError, match="content_min_items"):
+        build(tmp_path / "bad", content_min_items=0)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-K_TABLE = re.compile(r"^\| model \| K = 0 \| K = 1 \| K = 3 \| K = 5 \|\n\|---(?:\|---)+\|\n((?:\|.*\|\n)+)", re.MULTILINE)
+K_TABLE = re.compile(r"^\| model(?: \| K = \d+)+ \|\n\|---(?:\|---)+\|\n((?:\|.*\|\n)+)", re.MULTILINE)
 
 
 def first_k_table(markdown: str, after: str) -> dict[str, list[str]]:
-    """model -> cells of the first K = 0/1/3/5 table after the line ``after``; a cell of fewer seeds
+    """model -> cells of the first table of K columns after the text ``after``; a cell of fewer seeds
     ends '(n = 2)', one of one seed is its value and '(n = 1)'."""
     start = markdown.index(after)
     rows = K_TABLE.search(markdown, start).group(1)
@@ -27,6 +27,7 @@ def first_k_table(markdown: str, after: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("heading, results", [
     ("## Results", "docs/results/ml-100k/results.md"),
     ("### Online Retail: real new products", "docs/results/online_retail/results.md"),
+    ("K = 3 with `--candidates all` (every item is a candidate", "docs/results/ml-100k-all/results.md"),
 ])
 def test_readme_table_is_the_rendered_summary(heading, results):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -8,8 +8,11 @@ It turns every item feature RecBole loaded into one vector per item:
 * ``float_seq`` (e.g. precomputed text embeddings of a pretrained language model): standardised per
   dimension over the item table, then a linear map.
 
-Field vectors are concatenated and projected to ``embedding_size``. Statistics come from the item
-table alone (item content, never interactions). With no item features ``has_content`` is False and
+Field vectors are concatenated and projected to ``embedding_size``. With ``min_items`` above 1, a
+token carried by fewer items than that is read as padding: a title word found on one product only
+identifies it, and a model can memorise warm products through such words instead of learning what
+their content shares with new ones. Statistics come from the item table alone (item content, never
+interactions). With no item features ``has_content`` is False and
 the encoder returns zeros, so a model still runs (and knows that content-only scores are hopeless).
 """
 
@@ -66,8 +69,10 @@ class TokenEmbedding(nn.Module):
 class ItemContentEncoder(nn.Module):
     """Encodes items (by id, or by feature tensors for items added after training) from their content."""
 
-    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None = None):
+    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None = None, min_items: int = 1):
         super().__init__()
+        if min_items < 1:
+            raise ValueError(f"content_min_items must be at least 1 (1 keeps every token), got {min_items}")
         self.fields = content_fields(dataset, fields)
         self.field_types = {f: dataset.field2type[f] for f in self.fields}
         self.embedding_size = embedding_size
@@ -77,7 +82,9 @@ class ItemContentEncoder(nn.Module):
             ftype = self.field_types[field]
             if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
                 self.encoders[field] = TokenEmbedding(dataset.num(field), embedding_size)
-                self.register_buffer(f"feature_{field}", values.long())
+                kept = _tokens_on_enough_items(values.long(), dataset.num(field), min_items)
+                self.register_buffer(f"kept_{field}", kept, persistent=False)  # derived from the item table
+                self.register_buffer(f"feature_{field}", values.long() * kept[values.long()])
             else:
                 values = values.float()
                 if ftype == FeatureType.FLOAT:
@@ -151,6 +158,21 @@ class ItemContentEncoder(nn.Module):
                 else:
                     vector = [float(v) for v in (value.split() if isinstance(value, str) else value or [])]
                     column.append(vector if vector else getattr(self, f"mean_{field}").tolist())
-            dtype = torch.long if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ) else torch.float
-            features[field] = torch.tensor(column, dtype=dtype, device=device)
+            if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
+                tokens = torch.tensor(column, dtype=torch.long, device=device)
+                features[field] = tokens * getattr(self, f"kept_{field}")[tokens]
+            else:
+                features[field] = torch.tensor(column, dtype=torch.float, device=device)
         return features
+
+
+def _tokens_on_enough_items(values: torch.Tensor, num_tokens: int, min_items: int) -> torch.Tensor:
+    """Per token id, whether at least ``min_items`` items carry it (``values``: one row of token ids per
+    item, or one id per item); the padding id 0 is never kept."""
+    kept = torch.ones(num_tokens, dtype=torch.long)
+    if min_items > 1:
+        rows = values if values.dim() == 2 else values.unsqueeze(1)
+        pairs = torch.unique(torch.arange(len(rows)).unsqueeze(1) * num_tokens + rows)  # distinct (item, token)
+        kept = (torch.bincount(pairs % num_tokens, minlength=num_tokens) >= min_items).long()
+    kept[0] = 0
+    return kept
