@@ -158,11 +158,12 @@ def _apply_scipy_dok_update() -> None:
 def _fill_settings_added_since(config) -> None:
     """Give a plugin model's settings that ``config`` predates the values it was trained with."""
     final = config.final_config_dict
-    path = registry.model_config_file(final.get("model"))
+    model = final.get("model")
+    path = registry.model_config_file(model)
     if path is None:
         return
     defaults = config._load_config_files([str(path)])  # RecBole's own reading of a yaml config file
-    before = getattr(registry.plugin_models().get(final.get("model")), "SETTINGS_BEFORE_ADDED", {})
+    before = getattr(registry.plugin_models()[model], "SETTINGS_BEFORE_ADDED", {})
     missing = {key: before.get(key, value) for key, value in defaults.items() if key not in final}
     if missing:
         final.update(missing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -96,6 +97,13 @@ def build_pipeline(model: str, dataset: str, data_path, workdir: Path, **overrid
     data = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, data)
     return config, data, train_data, valid_data, test_data
+
+
+def free_port() -> int:
+    """A TCP port on localhost that is free now, for a distributed process group."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
 
 
 def build_trainer(config, train_data):

@@ -6,7 +6,6 @@ import functools
 import logging
 import math
 import os
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from conftest import build_pipeline, build_trainer
+from conftest import build_pipeline, build_trainer, free_port
 from recbole_fewshot import compat
 from recbole_fewshot.data.dataloader import NewItemFullSortEvalDataLoader
 from recbole_fewshot.data.split import read_manifest, summary_lines
@@ -430,10 +429,7 @@ def test_ensure_dir_tolerates_a_folder_made_by_another_process(tmp_path, monkeyp
 def world_of_one(monkeypatch):
     """Config entries for distributed mode on the CPU, this process alone; the group is destroyed after."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored afterwards: RecBole's Config sets it
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    yield {"local_rank": 0, "world_size": 1, "nproc": 1, "ip": "localhost", "port": str(port), "offset": 0,
+    yield {"local_rank": 0, "world_size": 1, "nproc": 1, "ip": "localhost", "port": str(free_port()), "offset": 0,
            "gpu_id": ""}
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

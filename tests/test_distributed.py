@@ -6,12 +6,11 @@ process here, which must give the two-process valid and test results (metrics ke
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
 
-from conftest import build_pipeline, build_trainer, fast_config
+from conftest import build_pipeline, build_trainer, fast_config, free_port
 import recbole_fewshot.data.fewshot_config
 from recbole_fewshot.cli import main
 from recbole_fewshot.data.split import manifest_path
@@ -19,12 +18,6 @@ from recbole_fewshot.distributed import run_distributed
 
 pytestmark = pytest.mark.usefixtures("in_tmp")
 EXACT = {"metric_decimal_place": 12}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

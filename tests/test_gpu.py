@@ -9,12 +9,11 @@ nccl backend and FewShotRec's onboarding API are checked on the GPU too.
 from __future__ import annotations
 
 import math
-import socket
 
 import pytest
 import torch
 
-from conftest import build_pipeline, build_trainer
+from conftest import build_pipeline, build_trainer, free_port
 from recbole.data.interaction import Interaction
 from recbole_fewshot.data.atomic import read_atomic
 from recbole_fewshot.data.split import read_manifest
@@ -92,10 +91,7 @@ def test_fewshotrec_onboards_on_cuda_as_full_sort_scores(planted_k2, in_tmp):
 def test_distributed_fit_with_nccl_in_a_world_of_one(planted_k2, in_tmp):
     from torch.nn.parallel import DistributedDataParallel
 
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    world = {"local_rank": 0, "world_size": 1, "nproc": 1, "ip": "localhost", "port": str(port), "offset": 0,
+    world = {"local_rank": 0, "world_size": 1, "nproc": 1, "ip": "localhost", "port": str(free_port()), "offset": 0,
              **ON_CUDA}
     try:
         config, _, train_data, valid_data, test_data = build_pipeline("FewShotRec", *planted_k2, in_tmp, **world)

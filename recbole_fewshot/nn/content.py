@@ -82,9 +82,10 @@ class ItemContentEncoder(nn.Module):
             ftype = self.field_types[field]
             if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
                 self.encoders[field] = TokenEmbedding(dataset.num(field), embedding_size)
-                kept = _tokens_on_enough_items(values.long(), dataset.num(field), min_items)
+                tokens = values.long()
+                kept = _tokens_on_enough_items(tokens, dataset.num(field), min_items)
                 self.register_buffer(f"kept_{field}", kept, persistent=False)  # derived from the item table
-                self.register_buffer(f"feature_{field}", values.long() * kept[values.long()])
+                self.register_buffer(f"feature_{field}", self._without_rare_tokens(field, tokens))
             else:
                 values = values.float()
                 if ftype == FeatureType.FLOAT:
@@ -96,6 +97,10 @@ class ItemContentEncoder(nn.Module):
                 self.encoders[field] = nn.Linear(values.shape[-1], embedding_size)
         width = max(len(self.fields), 1) * embedding_size
         self.projection = nn.Linear(width, embedding_size)
+
+    def _without_rare_tokens(self, field: str, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` of ``field`` with those on fewer than ``min_items`` items replaced by padding."""
+        return tokens * getattr(self, f"kept_{field}")[tokens]
 
     @property
     def has_content(self) -> bool:
@@ -160,7 +165,7 @@ class ItemContentEncoder(nn.Module):
                     column.append(vector if vector else getattr(self, f"mean_{field}").tolist())
             if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
                 tokens = torch.tensor(column, dtype=torch.long, device=device)
-                features[field] = tokens * getattr(self, f"kept_{field}")[tokens]
+                features[field] = self._without_rare_tokens(field, tokens)
             else:
                 features[field] = torch.tensor(column, dtype=torch.float, device=device)
         return features
