@@ -1,16 +1,16 @@
 """``recbole-fewshot bench-speed``: FewShotRec's cost against BPR's, measured in one process on one split.
 
-Prints seconds per training epoch and per full-sort evaluation of the valid phase (each the fastest of
-``epochs`` runs) as ratios to BPR's
-(machines are noisy; ratios in one process are not), new-item onboarding throughput, the process's
-peak resident memory after each model and, on a GPU, each model's peak GPU memory. On a GPU every
-reading waits for the device's queued work.
+Prints seconds per training epoch and per full-sort evaluation of the valid phase (each the fastest
+of ``epochs`` runs) as ratios to BPR's (machines are noisy; ratios in one process are not), new-item
+onboarding throughput, the process's peak resident memory after each model and, on a GPU, each
+model's peak GPU memory. On a GPU every reading waits for the device's queued work.
 """
 
 from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,18 @@ def _gpu_peak_mb(device: torch.device) -> float:
     return peak
 
 
+def _fastest(device: torch.device, runs: int, work: Callable[[int], object]) -> float:
+    """Wall-clock seconds of the fastest of ``runs`` calls ``work(run)``, the device synchronised around each."""
+    seconds = []
+    for run in range(runs):
+        _synchronize(device)
+        start = time.perf_counter()
+        work(run)
+        _synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
+
+
 def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -50,20 +62,10 @@ def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
         trainer.prepare_backbone(train_data)
     device = config["device"]
     _gpu_peak_mb(device)
-    epoch_seconds = []
-    for epoch in range(epochs):
-        _synchronize(device)
-        start = time.perf_counter()
-        trainer._train_epoch(train_data, epoch, show_progress=False)
-        _synchronize(device)
-        epoch_seconds.append(time.perf_counter() - start)
-    eval_seconds = []
-    for _ in range(epochs):  # fastest of as many: the process's first evaluation also pays one-off setup
-        start = time.perf_counter()
-        trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
-        _synchronize(device)
-        eval_seconds.append(time.perf_counter() - start)
-    return min(epoch_seconds), min(eval_seconds), _gpu_peak_mb(device), net, train_data._dataset
+    epoch = _fastest(device, epochs, lambda run: trainer._train_epoch(train_data, run, show_progress=False))
+    # fastest of as many evaluations too: the process's first evaluation also pays one-off setup
+    evaluation = _fastest(device, epochs, lambda _: trainer.evaluate(valid_data, load_best_model=False, show_progress=False))
+    return epoch, evaluation, _gpu_peak_mb(device), net, train_data._dataset
 
 
 def onboarding_throughput(model, dataset, n_items: int = 10000, shots: int = 3, seed: int = 0) -> float:
