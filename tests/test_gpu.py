@@ -79,12 +79,12 @@ def test_fewshotrec_onboards_on_cuda_as_full_sort_scores(planted_k2, in_tmp):
     item = int(train.token2id("item_id", token))
     support = [train.id2token("user_id", int(u)) for u in model.support[item, : model.support_len[item]]]
     users = [train.id2token("user_id", u) for u in range(1, train.user_num)]
-    embedding = model.onboard([row], [support])
-    scores = model.score_onboarded(users, embedding)
+    onboarded = model.onboard([row], [support])
+    scores = model.score_onboarded(users, onboarded)
     user_ids = torch.arange(1, train.user_num, device=config["device"])
     with torch.no_grad():
         full_sort = model.full_sort_predict(Interaction({"user_id": user_ids})).view(len(users), -1)[:, item]
-    assert embedding.device.type == "cuda" and scores.device.type == "cuda"
+    assert onboarded.embedding.device.type == "cuda" and scores.device.type == "cuda"
     torch.testing.assert_close(scores[:, 0], full_sort, rtol=1e-4, atol=1e-4)
 
 

@@ -96,7 +96,7 @@ def test_training_rows_reuse_the_stored_item_vector_only_where_it_is_the_same(tm
     users = torch.where(torch.rand(512) < 0.5, model.support[items, 0], torch.randint(1, model.n_users, (512,)))
     episode = (torch.rand(512) < 0.3) & (model.item_count[items] > model.max_shots)
     shots = torch.randint(0, model.max_shots + 1, (512,))
-    fast, generated = model.training_item_representation(users, items, episode, shots)
+    fast, generated, *_ = model.training_item_representation(users, items, episode, shots)
     assert generated.shape == (int(episode.sum()), model.embedding_size)
     support, support_len = model.training_support(users, items, torch.zeros_like(episode), shots)
     reference = model._blend(items, model.cold_item_embedding(model.content(items), support, support_len))
@@ -114,11 +114,11 @@ def test_episode_rows_hide_both_ids_and_train_the_cold_module(tmp_path):
     users = model.item_users[model.item_ptr[item]: model.item_ptr[item] + 8]  # real buyers, each scored once
     episode, shots = model.episodes(items)
     torch.manual_seed(0)
-    vectors, generated = model.training_item_representation(users, items, episode, shots)
+    vectors, generated, *_ = model.training_item_representation(users, items, episode, shots)
     with torch.no_grad():
         model.item_embedding.weight[item] += 100.0
     torch.manual_seed(0)  # the same sampled supports again
-    again, _ = model.training_item_representation(users, items, episode, shots)
+    again, *_ = model.training_item_representation(users, items, episode, shots)
     assert torch.allclose(vectors, again, atol=1e-4), "an episode item must not read its id embedding"
     model.zero_grad()
     model.alignment_loss(items[episode], generated).backward()
@@ -126,9 +126,10 @@ def test_episode_rows_hide_both_ids_and_train_the_cold_module(tmp_path):
     assert model.item_embedding.weight.grad is None, "the id is the alignment's target, not an input"
 
 
-@pytest.mark.parametrize("support_users", ["embedding", "history"])
-def test_onboarding_matches_full_sort_and_uses_support(tmp_path, support_users):
-    model, train, full, config, _, folder, name = build(tmp_path, shots=3, support_users=support_users)
+@pytest.mark.parametrize("settings", [{"support_users": "embedding"}, {"support_users": "history"},
+                                      {"buyer_overlap": True}])
+def test_onboarding_matches_full_sort_and_uses_support(tmp_path, settings):
+    model, train, full, config, _, folder, name = build(tmp_path, shots=3, **settings)
     model.eval()
     manifest = read_manifest(folder / f"{name}.fewshot.json")
     items, _ = read_atomic(folder / f"{name}.item")
@@ -136,10 +137,10 @@ def test_onboarding_matches_full_sort_and_uses_support(tmp_path, support_users):
     item = int(train.token2id("item_id", token))
     row = items[items.item_id == token].iloc[0].to_dict()
     support = [train.id2token("user_id", int(u)) for u in model.support[item, : model.support_len[item]]]
-    embedding = model.onboard([row], [support])
-    assert torch.allclose(embedding[0], model.all_item_table()[item], atol=1e-5)
+    onboarded = model.onboard([row], [support])
+    assert torch.allclose(onboarded.embedding[0], model.all_item_table()[item], atol=1e-5)
     users = ["u1", "u2", "u3"]
-    scores = model.score_onboarded(users, embedding)
+    scores = model.score_onboarded(users, onboarded)
     user_ids = torch.tensor([int(train.token2id("user_id", u)) for u in users])
     from recbole.data.interaction import Interaction
 
@@ -147,7 +148,8 @@ def test_onboarding_matches_full_sort_and_uses_support(tmp_path, support_users):
     assert torch.allclose(scores[:, 0], full_sort, atol=1e-5)
     assert len(support) == model.max_shots == 3  # the split's max_shots
     fewer = model.onboard([row], [support[:-1]])
-    assert not torch.allclose(fewer, embedding), "adding a support user changes the item"
+    assert not torch.allclose(fewer.embedding, onboarded.embedding), "adding a support user changes the item"
+    assert not torch.allclose(model.score_onboarded(users, fewer), scores), "and its scores"
 
 
 def test_history_support_users_read_their_training_history(tmp_path):
@@ -271,3 +273,94 @@ def test_tokens_on_too_few_items_read_as_padding(tmp_path):
     assert raw["genre"].tolist() == [0] and sorted(raw["tags"][0].tolist())[-2:] == [0, common]
     with pytest.raises(ValueError, match="content_min_items"):
         build(tmp_path / "bad", content_min_items=0)
+
+
+def _naive_overlap_features(pairs: set, n_items: int, user: int, item: int, buyers: list[int]) -> list[float]:
+    """The two overlap features of (user, item) from training pairs, by their definition, unscaled: the
+    mean over buyers of the share of the buyer's items the user has too (other than ``item``), plainly
+    and weighted by 1 / sqrt(popularity)."""
+    history = {v: {j for (w, j) in pairs if w == v} for v in [user] + buyers}
+    popularity = [0] * n_items
+    for _, j in pairs:
+        popularity[j] += 1
+    idf = [max(p, 1) ** -0.5 for p in popularity]
+    plain = idf_share = 0.0
+    for buyer in buyers:
+        shared = (history[user] & history[buyer]) - {item}
+        plain += len(shared) / len(history[buyer])
+        idf_share += sum(idf[j] for j in shared) / sum(idf[j] for j in history[buyer])
+    return [plain / max(len(buyers), 1), idf_share / max(len(buyers), 1)]
+
+
+def test_buyer_overlap_reads_the_training_split_and_leaves_out_the_scored_item(tmp_path):
+    model, train, full, config, _, folder, name = build(tmp_path, shots=3, buyer_overlap=True)
+    overlap = model.buyer_overlap
+    pairs = set(zip(train.inter_feat["user_id"].tolist(), train.inter_feat["item_id"].tolist()))
+    bought = overlap.bought.indices()
+    assert set(zip(bought[0].tolist(), bought[1].tolist())) == pairs, "the training pairs, nothing else"
+    for phase in ("valid", "test"):  # so no query pair of a new item can reach the term
+        queries, _ = read_atomic(folder / f"{name}.{phase}.inter")
+        query_pairs = {(int(train.token2id("user_id", u)), int(train.token2id("item_id", i)))
+                       for u, i in zip(queries.user_id, queries.item_id)}
+        assert query_pairs and not query_pairs & pairs
+
+    everyone = overlap.for_users(torch.arange(1, model.n_users)).shares[:, :, 1:]
+    assert torch.allclose(everyone.mean(dim=(1, 2)), torch.ones(2), atol=1e-4), "scaled to mean 1 over user pairs"
+
+    torch.manual_seed(0)
+    positives = sorted(pairs)[::37][:12]  # rows whose user bought the item: it must not count
+    users = torch.tensor([u for u, _ in positives] + list(range(1, 13)))
+    items = torch.tensor([i for _, i in positives] + torch.randint(1, model.n_items, (12,)).tolist())
+    support, support_len = model.support[items], model.support_len[items]
+    naive = torch.tensor([_naive_overlap_features(pairs, model.n_items, int(u), int(i), b[:k].tolist())
+                          for u, i, b, k in zip(users, items, support, support_len)], dtype=torch.float64)
+    assert (naive > 0).any(dim=0).all()
+    for feature in range(2):
+        with torch.no_grad():  # a random weight per support size for this feature, none for the other
+            overlap.logit.copy_(torch.randn_like(overlap.logit))
+            overlap.logit[1 - feature] = -60.0
+        read = overlap.score(overlap.for_users(users), items, support, support_len).double() \
+            / overlap.logit[feature].exp()[support_len]
+        ratio = (read / naive[:, feature])[naive[:, feature] > 0]
+        assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4), "the definition, up to one scale"
+        assert torch.allclose(read[naive[:, feature] == 0], torch.zeros(1, dtype=torch.float64), atol=1e-7)
+
+
+def test_buyer_overlap_full_sort_matches_rows_and_only_few_shot_items_read_it(tmp_path):
+    model, *_ = build(tmp_path, shots=3, buyer_overlap=True)
+    model.eval()
+    from recbole.data.interaction import Interaction
+
+    with torch.no_grad():
+        model.buyer_overlap.logit.add_(1.0)
+    users = torch.arange(1, 9)
+    full_sort = model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1)
+    grid_users = users.repeat_interleave(model.n_items - 1)
+    grid_items = torch.arange(1, model.n_items).repeat(len(users))
+    pointwise = model.predict(Interaction({"user_id": grid_users, "item_id": grid_items})).view(len(users), -1)
+    assert torch.allclose(full_sort[:, 1:], pointwise, atol=1e-4)
+    term = full_sort - model.user_representation(users, model.all_item_table()) @ model.all_item_table().T
+    few_shot = (model.item_count <= model.max_shots) & (model.item_count > 0)
+    assert (term[:, few_shot].abs() > 0).any(), "few-shot items read their buyers' overlap"
+    assert (term[:, model.item_count == 0].abs() < 1e-6).all(), "an item without buyers has none"
+    open_share = 1 - model.id_gate(torch.arange(model.n_items)).squeeze(1)
+    assert torch.allclose(term[:, 1:], term[:, 1:] * (open_share[1:] > 0), atol=1e-6)
+
+
+def test_buyer_overlap_trains_and_switches_off(tmp_path):
+    from recbole.data.interaction import Interaction
+
+    plain = build(tmp_path / "off", buyer_overlap=False)[0].eval()
+    assert plain.buyer_overlap is None
+    users = torch.arange(1, 5)
+    table = plain.all_item_table()
+    assert torch.equal(plain.full_sort_predict(Interaction({"user_id": users})),
+                       (plain.user_representation(users, table) @ table.T).view(-1)), "off: the dot product alone"
+    model, *_ = build(tmp_path, shots=3, meta_ratio=1.0)
+    assert model.buyer_overlap is not None, "on by default"
+    model.train()
+    warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
+    users = model.item_users[model.item_ptr[warm[:64]]]
+    negatives = warm.flip(0)[:64]
+    model.calculate_loss(Interaction({"user_id": users, "item_id": warm[:64], "neg_item_id": negatives})).backward()
+    assert model.buyer_overlap.logit.grad[:, 1:].abs().sum() > 0, "episode rows train the weights"
