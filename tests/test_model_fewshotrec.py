@@ -339,11 +339,12 @@ def test_buyer_overlap_full_sort_matches_rows_and_only_few_shot_items_read_it(tm
     grid_items = torch.arange(1, model.n_items).repeat(len(users))
     pointwise = model.predict(Interaction({"user_id": grid_users, "item_id": grid_items})).view(len(users), -1)
     assert torch.allclose(full_sort[:, 1:], pointwise, atol=1e-4)
-    model.buyer_overlap.MAX_CACHED_SCORES = 0  # no table of every user's scores: per batch instead
+    assert model.buyer_overlap._evaluation is not None, "every user's scores, once per evaluation"
+    model.buyer_overlap.MAX_TABLE_FLOATS = 0  # a catalogue too large for the tables: each batch's rows
     model.eval()
     assert model.buyer_overlap._evaluation is None, "eval() drops the cache"
     uncached = model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1)
-    assert model.buyer_overlap._evaluation[2] is None
+    assert model.buyer_overlap._evaluation is None
     assert torch.allclose(uncached, full_sort, atol=1e-5)
     term = full_sort - model.user_representation(users, model.all_item_table()) @ model.all_item_table().T
     few_shot = (model.item_count <= model.max_shots) & (model.item_count > 0)

@@ -32,8 +32,8 @@ class BuyerOverlap(nn.Module):
     ``share_f(u, b) = buyer_weight[f, b] * sum_{j bought by u and b} item_weight[f, j]``.
     """
 
-    # the evaluation cache holds [n_users, items with the term] scores; above this size, per batch
-    MAX_CACHED_SCORES = 2 ** 27
+    # evaluation tables of (n_users + n_items) x (items with the term) floats at most; above, per batch
+    MAX_TABLE_FLOATS = 2 ** 27
 
     def __init__(self, train: TrainingInteractions, max_shots: int):
         super().__init__()
@@ -60,7 +60,7 @@ class BuyerOverlap(nn.Module):
         self.register_buffer("item_weight", item_weight, persistent=False)
         self.register_buffer("buyer_weight", buyer_weight / pairs_mean.clamp_min(1e-12).unsqueeze(1), persistent=False)
         self.logit = nn.Parameter(torch.zeros(2, max_shots + 1))
-        self._evaluation: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._evaluation: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def bought(self) -> torch.Tensor:
@@ -123,20 +123,25 @@ class BuyerOverlap(nn.Module):
     def score_all(self, users: torch.Tensor, support: torch.Tensor, support_len: torch.Tensor,
                   item_scale: torch.Tensor) -> torch.Tensor:
         """``item_scale[i]`` times the term of every item i [U, n_items], whose support sets are ``support``
-        [n_items, S]. Built once per evaluation (and the scores of every user, where they fit
-        ``MAX_CACHED_SCORES``); in training mode rebuilt on every call."""
-        if self._evaluation is None or self.training:
-            evaluation = self._item_side(support, support_len, item_scale)
-            if self.training:
-                return self._scores(users, *evaluation)
-            self._evaluation = evaluation
-        return self._scores(users, *self._evaluation)
-
-    def _item_side(self, support: torch.Tensor, support_len: torch.Tensor, item_scale: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Items with the term, ``T`` [n_items, n_open] with ``term(u, open[c]) = sum_j bought[u, j] T[j, c]``,
-        and those scores for every user if small enough (memory: (n_users + n_items) x n_open floats)."""
+        [n_items, S]. In eval mode every user's scores are built once per evaluation where the tables fit
+        ``MAX_TABLE_FLOATS``; otherwise (and in training mode) each call computes its users' rows."""
         open_items = torch.nonzero(item_scale > 0).squeeze(1)
+        fits = (self.buyer_weight.shape[1] + self.item_weight.shape[1]) * len(open_items) <= self.MAX_TABLE_FLOATS
+        if self.training or not fits:
+            n_items = len(support)
+            rows = users.repeat_interleave(n_items)
+            items = torch.arange(n_items, device=users.device).repeat(len(users))
+            term = self.score(self.for_users(rows), items, support.repeat(len(users), 1), support_len.repeat(len(users)))
+            return term.view(len(users), n_items) * item_scale
+        if self._evaluation is None:
+            self._evaluation = self._every_user(open_items, support, support_len, item_scale)
+        open_items, every_user = self._evaluation
+        return torch.zeros(len(users), len(support), device=users.device).index_copy_(1, open_items, every_user[users])
+
+    def _every_user(self, open_items: torch.Tensor, support: torch.Tensor, support_len: torch.Tensor,
+                    item_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items with the term and every user's term of them [n_users, n_open], through the table
+        ``T`` [n_items, n_open] with ``term(u, open[c]) = sum_j bought[u, j] T[j, c]``."""
         support = support[open_items]
         mask = (torch.arange(support.shape[1], device=support.device) < support_len[open_items].unsqueeze(1)) & (support > 0)
         count = mask.sum(1)
@@ -149,12 +154,4 @@ class BuyerOverlap(nn.Module):
         through = torch.sparse.mm(self.bought_by, per_buyer.view(per_buyer.shape[0], -1)).view(-1, 2, len(open_items))
         item_side = (through * self.item_weight.T.unsqueeze(2)).sum(1)
         item_side[open_items, torch.arange(len(open_items), device=support.device)] = 0.0  # the item itself never counts
-        every_user = None
-        if self.buyer_weight.shape[1] * len(open_items) <= self.MAX_CACHED_SCORES:
-            every_user = torch.sparse.mm(self.bought, item_side)
-        return open_items, item_side, every_user
-
-    def _scores(self, users: torch.Tensor, open_items: torch.Tensor, item_side: torch.Tensor,
-                every_user: torch.Tensor | None) -> torch.Tensor:
-        term = every_user[users] if every_user is not None else self.user_rows(users) @ item_side
-        return torch.zeros(len(users), item_side.shape[0], device=users.device).index_copy_(1, open_items, term)
+        return open_items, torch.sparse.mm(self.bought, item_side)
