@@ -49,11 +49,12 @@ References:
     2018 (Caser). Hidasi et al., "Session-based Recommendations with Recurrent Neural Networks", ICLR
     2016 (GRU4Rec).
 
-Departures: the buyer-overlap term is an ItemKNN-like neighbourhood score over the support buyers,
-none of the cited models has it. MetaEmb meta-trains a generator with a second-order warm-up step; here the episodes are
-first-order (no inner gradient step; the support set, not a gradient, adapts the item), like
-DropoutNet's input dropout generalised to K shots. MWUF scales and shifts the id embedding; here the
-support users enter through content-conditioned attention and the id enters through a count gate.
+Departures: the buyer-overlap term is an ItemKNN-like neighbourhood score over the support buyers;
+none of the cited models has it. MetaEmb meta-trains a generator with a second-order warm-up step;
+here the episodes are first-order (no inner gradient step; the support set, not a gradient, adapts the
+item), like DropoutNet's input dropout generalised to K shots. MWUF scales and shifts the id embedding;
+here the support users enter through content-conditioned attention and the id enters through a count
+gate.
 Sampled negatives with at most ``max_shots`` training interactions carry no loss (``cold_negatives:
 False``; with ``True`` only never-sold items are dropped). A new product's count is low because it just
 launched, not because it sells badly: as negatives, few-shot items are pushed down far more often than
@@ -73,8 +74,8 @@ The 10 warm epochs and the alignment weight of 1.0 lifted K = 0 from 0.117 to 0.
 was chosen with test figures in view and valid prefers 0. ``content_min_items: 5`` was chosen on valid
 by a rule fixed in advance; it raised valid at every K, cut the GRU's spread over seeds at K = 1
 (± 0.096 to ± 0.015) and moved test both ways (docs/results/ml-100k/ablation.md). On Online Retail
-(3 seeds, without the buyer-overlap term, which its config leaves off) it stays below the content peers at every K: CNN 0.12 to 0.13, GRU 0.08 to 0.11,
-DeepMusic 0.18 to 0.19. There it reads the title embedding and the price but not the description's
+(3 seeds, without the buyer-overlap term, which its config leaves off) it stays below the content
+peers at every K: CNN 0.12 to 0.13, GRU 0.08 to 0.11, DeepMusic 0.18 to 0.19. There it reads the title embedding and the price but not the description's
 words (configs/online_retail_fewshotrec.yaml, chosen on valid): a learned vector per word let the
 ranking loss memorise warm products, and G ranked new ones below a ridge map of the title embedding
 (docs/results/online_retail/diagnosis.md). ``episode_negatives: in_batch`` (an episode's negative is
