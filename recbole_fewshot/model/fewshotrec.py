@@ -535,11 +535,8 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         self.eval()
         scores = self.user_representation(user_ids, self.all_item_table()) @ items.embedding.T
         if self.buyer_overlap is not None:  # an onboarded item has no id, and no user bought it in training
-            n_items = len(items.embedding)
-            rows = user_ids.repeat_interleave(n_items)
-            overlap = self.buyer_overlap.score(self.buyer_overlap.for_users(rows), torch.zeros_like(rows),
-                                               items.support.repeat(len(user_ids), 1),
-                                               items.support_len.repeat(len(user_ids)), own_item=False)
-            scores = scores + overlap.view(len(user_ids), n_items)
+            no_item = torch.zeros(len(items.embedding), dtype=torch.long, device=user_ids.device)
+            scores = scores + self.buyer_overlap.score_grid(user_ids, no_item, items.support, items.support_len,
+                                                            own_item=False)
         self.train(was_training)
         return scores

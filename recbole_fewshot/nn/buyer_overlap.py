@@ -120,20 +120,27 @@ class BuyerOverlap(nn.Module):
             features = features - own * users.bought[users.row, items]
         return (self.weights(mask.sum(1)) * features).sum(0)
 
+    def score_grid(self, users: torch.Tensor, items: torch.Tensor, support: torch.Tensor, support_len: torch.Tensor,
+                   own_item: bool = True) -> torch.Tensor:
+        """The term [U, N] of every user with every item of ``items`` [N] (supports [N, S], lengths [N]);
+        each distinct user's shares computed once."""
+        shares = self.for_users(users)
+        grid = shares._replace(row=shares.row.repeat_interleave(len(items)))
+        term = self.score(grid, items.repeat(len(users)), support.repeat(len(users), 1),
+                          support_len.repeat(len(users)), own_item)
+        return term.view(len(users), len(items))
+
     def score_all(self, users: torch.Tensor, support: torch.Tensor, support_len: torch.Tensor,
                   item_scale: torch.Tensor) -> torch.Tensor:
         """``item_scale[i]`` times the term of every item i [U, n_items], whose support sets are ``support``
         [n_items, S]. In eval mode every user's scores are built once per evaluation where the tables fit
         ``MAX_TABLE_FLOATS``; otherwise (and in training mode) each call computes its users' rows."""
-        open_items = torch.nonzero(item_scale > 0).squeeze(1)
-        fits = (self.buyer_weight.shape[1] + self.item_weight.shape[1]) * len(open_items) <= self.MAX_TABLE_FLOATS
-        if self.training or not fits:
-            n_items = len(support)
-            rows = users.repeat_interleave(n_items)
-            items = torch.arange(n_items, device=users.device).repeat(len(users))
-            term = self.score(self.for_users(rows), items, support.repeat(len(users), 1), support_len.repeat(len(users)))
-            return term.view(len(users), n_items) * item_scale
-        if self._evaluation is None:
+        if self._evaluation is None or self.training:
+            open_items = torch.nonzero(item_scale > 0).squeeze(1)
+            fits = (self.buyer_weight.shape[1] + self.item_weight.shape[1]) * len(open_items) <= self.MAX_TABLE_FLOATS
+            if self.training or not fits:
+                items = torch.arange(len(support), device=users.device)
+                return self.score_grid(users, items, support, support_len) * item_scale
             self._evaluation = self._every_user(open_items, support, support_len, item_scale)
         open_items, every_user = self._evaluation
         return torch.zeros(len(users), len(support), device=users.device).index_copy_(1, open_items, every_user[users])
