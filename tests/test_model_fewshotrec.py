@@ -52,6 +52,34 @@ def test_shapes_and_cold_items_ignore_their_id(tmp_path):
     assert not torch.allclose(before[len(cold):], after[len(cold):]), "warm items blend in their id"
 
 
+def test_evaluation_encodes_every_user_once_and_training_resets_it(tmp_path):
+    from recbole.data.interaction import Interaction
+
+    model, *_ = build(tmp_path, behaviour_encoder="gru")
+    model.eval()
+    model.USER_TABLE_CHUNK = 3  # several encoder calls, one table
+    users = torch.tensor([4, 1, 2, 4])
+    calls = []
+    model.encoder.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    table = model.all_item_table()
+    scores = model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1)
+    assert calls == [3] * (model.n_users // 3) + ([model.n_users % 3] if model.n_users % 3 else []), "every user, in chunks"
+    model.full_sort_predict(Interaction({"user_id": users[:2]}))
+    assert len(calls) == -(-model.n_users // 3), "kept for the rest of the evaluation"
+    with torch.no_grad():
+        direct = model.user_representation(users, table) @ table.T
+    overlap = model.buyer_overlap.score_all(users, model.support, model.support_len,
+                                            (1 - model.id_gate(model.all_items()).squeeze(1)) * (model.all_items() > 0))
+    assert torch.allclose(scores, direct + overlap, atol=1e-5), "the table holds what a batch would encode"
+    with torch.no_grad():
+        model.encoder.gru.weight_hh_l0.add_(0.5)
+    assert torch.equal(model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1), scores)
+    model.train()
+    model.eval()
+    moved = model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1)
+    assert not torch.allclose(moved, scores), "train()/eval() rebuilds it from the current weights"
+
+
 def test_support_sets_equal_the_training_split(tmp_path):
     model, train, full, config, _, folder, name = build(tmp_path, shots=3)
     inter, _ = read_atomic(folder / f"{name}.train.inter")

@@ -180,7 +180,8 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
     # value: a checkpoint saved before them is rebuilt as it was trained (compat: config_unpickle).
     SETTINGS_BEFORE_ADDED = {"content_min_items": 1, "buyer_overlap": False}
     _history_user_table: torch.Tensor | None = None
-    USER_TABLE_CHUNK = 4096  # users encoded at once for the history user table (bounds the encoder's memory)
+    _user_table: torch.Tensor | None = None
+    USER_TABLE_CHUNK = 4096  # users encoded at once for the user tables (bounds the encoder's memory)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -275,14 +276,29 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
             with torch.no_grad():
                 no_support_len = torch.zeros(len(items), dtype=torch.long, device=items.device)
                 table = self._blend(items, self.cold_item_embedding(self.content(items), no_support, no_support_len))
-                users = torch.arange(self.n_users, device=items.device)
-                self._history_user_table = torch.cat([self.user_representation(chunk, table)
-                                                      for chunk in users.split(self.USER_TABLE_CHUNK)])
+                self._history_user_table = self._every_user(table)
             self.encoder.train(encoder_mode)
         return self._history_user_table
 
+    def _every_user(self, item_table: torch.Tensor) -> torch.Tensor:
+        """Every user encoded over ``item_table``, ``USER_TABLE_CHUNK`` users at a time."""
+        users = torch.arange(self.n_users, device=item_table.device)
+        return torch.cat([self.user_representation(chunk, item_table) for chunk in users.split(self.USER_TABLE_CHUNK)])
+
+    def served_users(self, users: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """Users' vectors for scoring over ``item_table`` (``all_item_table()``). In eval mode every user is
+        encoded once per evaluation, in a few large encoder calls rather than one per evaluation batch, and
+        kept until the next ``train()``/``eval()`` (a training epoch encodes every user too, with gradients)."""
+        if self.training:
+            return self.user_representation(users, item_table)
+        if self._user_table is None:
+            with torch.no_grad():
+                self._user_table = self._every_user(item_table)
+        return self._user_table[users]
+
     def train(self, mode: bool = True):
         self._history_user_table = None
+        self._user_table = None
         return super().train(mode)
 
     def id_gate(self, items: torch.Tensor, hide_id: torch.Tensor | None = None) -> torch.Tensor:
@@ -488,16 +504,18 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
     def predict(self, interaction):
         user = interaction[self.USER_ID]
         item = interaction[self.ITEM_ID]
-        table = None if self.training else self.all_item_table()
-        user_e = self.user_representation(user, table)
-        item_e = table[item] if table is not None else self.item_representation(item)
+        if self.training:
+            user_e, item_e = self.user_representation(user), self.item_representation(item)
+        else:
+            table = self.all_item_table()
+            user_e, item_e = self.served_users(user, table), table[item]
         overlap = self.overlap_score(self.user_shares(user), item, self.support[item], self.support_len[item])
         return (user_e * item_e).sum(-1) + overlap
 
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
         table = self.all_item_table()
-        scores = self.user_representation(user, table) @ table.T
+        scores = self.served_users(user, table) @ table.T
         if self.buyer_overlap is not None:
             items = self.all_items()
             open_share = (1 - self.id_gate(items).squeeze(1)) * (items > 0)
@@ -533,7 +551,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         user_ids = torch.tensor([token_id[u] for u in users], dtype=torch.long, device=self.item_count.device)
         was_training = self.training
         self.eval()
-        scores = self.user_representation(user_ids, self.all_item_table()) @ items.embedding.T
+        scores = self.served_users(user_ids, self.all_item_table()) @ items.embedding.T
         if self.buyer_overlap is not None:  # an onboarded item has no id, and no user bought it in training
             no_item = torch.zeros(len(items.embedding), dtype=torch.long, device=user_ids.device)
             scores = scores + self.buyer_overlap.score_grid(user_ids, no_item, items.support, items.support_len,
