@@ -4,6 +4,10 @@ Prints seconds per training epoch and per full-sort evaluation of the valid phas
 of ``epochs`` runs) as ratios to BPR's (machines are noisy; ratios in one process are not), new-item
 onboarding throughput, the process's peak resident memory after each model and, on a GPU, each
 model's peak GPU memory. On a GPU every reading waits for the device's queued work.
+
+It also times FewShotRec's behaviour encoder alone, as a floor under its figures: forward and backward
+over the histories of each training batch's users (as an epoch encodes them, item vectors given), and
+forward over every user once (as an evaluation does).
 """
 
 from __future__ import annotations
@@ -65,7 +69,35 @@ def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
     epoch = _fastest(device, epochs, lambda run: trainer._train_epoch(train_data, run, show_progress=False))
     # fastest of as many evaluations too: the process's first evaluation also pays one-off setup
     evaluation = _fastest(device, epochs, lambda _: trainer.evaluate(valid_data, load_best_model=False, show_progress=False))
-    return epoch, evaluation, _gpu_peak_mb(device), net, train_data._dataset
+    return epoch, evaluation, _gpu_peak_mb(device), net, train_data
+
+
+def encoder_floor(model, train_data, runs: int) -> tuple[float, float]:
+    """Seconds (fastest of ``runs``) of FewShotRec's behaviour encoder alone: forward and backward over each
+    user-grouped training batch's users' histories, with fixed item vectors standing in for the item
+    module; and forward without gradients over every user once, in the chunks an evaluation uses."""
+    from recbole_fewshot.trainer.user_grouped import UserGroupedBatches
+
+    device = model.history.device
+    uid = train_data._dataset.inter_feat[train_data._dataset.uid_field]
+    batch_users = [torch.unique(uid[torch.as_tensor(rows)]).to(device)
+                   for rows in UserGroupedBatches(train_data, epoch=0, seed=0).batches]
+    items = torch.randn(model.n_items, model.embedding_size, device=device)
+
+    def train_epoch(_):
+        model.train()
+        for users in batch_users:
+            history = model.history[users]
+            embedded = items[history].requires_grad_()
+            model.encode_history(history, embedded).sum().backward()
+
+    def every_user(_):
+        model.eval()
+        with torch.no_grad():
+            for users in torch.arange(model.n_users, device=device).split(model.USER_TABLE_CHUNK):
+                model.encode_history(model.history[users], items[model.history[users]])
+
+    return _fastest(device, runs, train_epoch), _fastest(device, runs, every_user)
 
 
 def onboarding_throughput(model, dataset, n_items: int = 10000, shots: int = 3, seed: int = 0) -> float:
@@ -110,13 +142,18 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
     figures["device"] = str(next(bpr.parameters()).device)
     figures["BPR"] = {"epoch_s": bpr_epoch, "eval_s": bpr_eval, "peak_mb": _peak_mb(), "gpu_peak_mb": bpr_gpu_mb}
     for encoder in ("gru", "cnn"):
-        epoch, evaluation, gpu_mb, model, train = _time_model("FewShotRec", name,
-                                                              {**base, "behaviour_encoder": encoder}, epochs)
+        epoch, evaluation, gpu_mb, model, train_data = _time_model("FewShotRec", name,
+                                                                   {**base, "behaviour_encoder": encoder}, epochs)
         model.eval()
+        onboarding = onboarding_throughput(model, train_data._dataset)
+        peak_mb = _peak_mb()
+        encoder_epoch, encoder_eval = encoder_floor(model, train_data, epochs)
         figures[f"FewShotRec-{encoder.upper()}"] = {
             "epoch_s": epoch, "eval_s": evaluation, "epoch_ratio": epoch / bpr_epoch,
-            "eval_ratio": evaluation / bpr_eval, "onboard_items_per_s": onboarding_throughput(model, train),
-            "peak_mb": _peak_mb(), "gpu_peak_mb": gpu_mb,
+            "eval_ratio": evaluation / bpr_eval, "onboard_items_per_s": onboarding,
+            "peak_mb": peak_mb, "gpu_peak_mb": gpu_mb,
+            "encoder_epoch_s": encoder_epoch, "encoder_epoch_ratio": encoder_epoch / bpr_epoch,
+            "encoder_eval_s": encoder_eval, "encoder_eval_ratio": encoder_eval / bpr_eval,
         }
     print(f"bench-speed on {name} ({figures['torch_threads']} torch threads; fastest of {epochs} epochs and evaluations; "
           f"device {figures['device']})")
@@ -128,4 +165,8 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
         print(f"{label:<16}{row['epoch_s']:>9.2f}{row.get('epoch_ratio', 1.0):>8.2f}{row['eval_s']:>9.3f}"
               f"{row.get('eval_ratio', 1.0):>8.2f}{row.get('onboard_items_per_s', float('nan')):>17.0f}{row['peak_mb']:>9.0f}"
               f"{row['gpu_peak_mb']:>9.0f}")
+    for label, row in figures.items():
+        if isinstance(row, dict) and "encoder_epoch_s" in row:
+            print(f"{label} encoder alone: {row['encoder_epoch_s']:.2f} s per epoch ({row['encoder_epoch_ratio']:.2f}x BPR's "
+                  f"epoch), {row['encoder_eval_s']:.3f} s over every user ({row['encoder_eval_ratio']:.2f}x BPR's evaluation)")
     return figures

@@ -23,3 +23,8 @@ def test_bench_speed_measures_fewshotrec_against_bpr(planted_source, in_tmp, cap
         assert math.isnan(row["gpu_peak_mb"]) == (figures["device"] == "cpu")
         line = next(text for text in printed.splitlines() if text.startswith(label))
         assert f"{row['epoch_ratio']:.2f}" in line and f"{row['onboard_items_per_s']:.0f}" in line
+        assert row["encoder_epoch_s"] > 0 and row["encoder_eval_s"] > 0
+        assert row["encoder_epoch_ratio"] == pytest.approx(row["encoder_epoch_s"] / bpr["epoch_s"])
+        assert row["encoder_eval_ratio"] == pytest.approx(row["encoder_eval_s"] / bpr["eval_s"])
+        floor = next(text for text in printed.splitlines() if text.startswith(f"{label} encoder alone"))
+        assert f"{row['encoder_epoch_ratio']:.2f}x" in floor and f"{row['encoder_eval_ratio']:.2f}x" in floor

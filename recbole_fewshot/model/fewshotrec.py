@@ -38,7 +38,8 @@ step: ``onboard`` embeds them from raw features and raw support-user tokens.
 Cost: every item a batch touches (its users' histories, positives and negatives) is computed once per
 batch, and :class:`~recbole_fewshot.trainer.FewShotRecTrainer` (RecBole's Trainer, rows regrouped)
 feeds batches that hold whole users, so each history is encoded about once per epoch rather than once
-per batch: on ml-100k a batch of 2048 rows holds about 22 users instead of about 640.
+per batch: on ml-100k a batch of 2048 rows holds about 22 users instead of about 640. An evaluation
+computes every item's vector once and encodes every user once, in a few large encoder calls.
 
 References:
     Pan et al., "Warm Up Cold-start Advertisements: Improving CTR Predictions via Learning to Learn ID
