@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pandas as pd
 import pytest
@@ -209,6 +210,23 @@ def test_training_beats_untrained_on_planted_pattern(tmp_path, encoder):
     untrained = train_and_test("FewShotRec", name, data_path, epochs=0, behaviour_encoder=encoder)
     trained = train_and_test("FewShotRec", name, data_path, epochs=8, behaviour_encoder=encoder, learning_rate=0.005)
     assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.05
+
+
+@pytest.mark.parametrize("key, value", [
+    ("behaviour_encoder", "lstm"), ("support_aggregation", "sum"), ("episode_negatives", "hard"),
+    ("max_shots", -1), ("max_history_len", 0), ("embedding_size", 0), ("meta_ratio", 1.5), ("meta_ratio", "lots"),
+    ("dropout_prob", 1.0), ("alignment_weight", -0.1), ("warm_epochs", -1), ("cnn_filters", 0),
+    ("cnn_heights", []), ("cnn_heights", [2, 0]), ("cnn_heights", 3),
+])
+def test_a_setting_out_of_range_is_named_with_its_allowed_values(tmp_path, key, value):
+    with pytest.raises(ValueError, match=rf"FewShotRec: {key} must be .*got {re.escape(repr(value))}.*FewShotRec.yaml"):
+        build(tmp_path, **{key: value})
+
+
+def test_the_settings_ranges_admit_their_edges(tmp_path):
+    model, *_ = build(tmp_path, meta_ratio=1, dropout_prob=0.0, max_shots=0, alignment_weight=0, warm_epochs=0,
+                      support_aggregation="none", cnn_heights=[1])
+    assert model.max_shots == 0 and model.support.shape[1] == 0
 
 
 def test_runs_without_item_features_and_says_so(tmp_path, caplog):

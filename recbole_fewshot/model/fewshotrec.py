@@ -173,6 +173,31 @@ class CNNBehaviourEncoder(nn.Module):
         return torch.cat(pooled + [mean], dim=1).transpose(1, 2)  # ``output`` maps a selected state
 
 
+CHOICES = {"behaviour_encoder": ("gru", "cnn"), "support_aggregation": ("attention", "mean", "none"),
+           "support_users": ("embedding", "history"), "episode_negatives": ("sampled", "in_batch")}
+# setting: (lowest, highest, whether the highest is allowed); None: no bound
+RANGES = {"embedding_size": (1, None, True), "max_history_len": (1, None, True), "max_shots": (0, None, True),
+          "cnn_filters": (1, None, True), "warm_epochs": (0, None, True), "alignment_weight": (0, None, True),
+          "meta_ratio": (0, 1, True), "dropout_prob": (0, 1, False)}
+
+
+def check_settings(config) -> None:
+    """Raise a ValueError naming the first FewShotRec setting out of its range, and what it may be."""
+    fix = "(defaults: recbole_fewshot/properties/model/FewShotRec.yaml)"
+    for key, choices in CHOICES.items():
+        if config[key] not in choices:
+            raise ValueError(f"FewShotRec: {key} must be one of {', '.join(choices)}, got {config[key]!r} {fix}")
+    for key, (low, high, high_allowed) in RANGES.items():
+        value = config[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or value < low or (high is not None and (value > high or (value == high and not high_allowed))):
+            span = f"at least {low}" if high is None else f"in [{low}, {high}{']' if high_allowed else ')'}"
+            raise ValueError(f"FewShotRec: {key} must be a number {span}, got {value!r} {fix}")
+    heights = config["cnn_heights"]
+    if not isinstance(heights, list) or not heights or not all(isinstance(h, int) and h >= 1 for h in heights):
+        raise ValueError(f"FewShotRec: cnn_heights must be a non-empty list of positive filter heights, got {heights!r} {fix}")
+
+
 class FewShotRec(CachedItemTable, GeneralRecommender):
     r"""Behaviour-encoder recommender whose items come from a meta-learned cold-start module."""
 
@@ -186,6 +211,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        check_settings(config)
         d = config["embedding_size"]
         self.embedding_size = d
         self.max_shots = config["max_shots"]
@@ -193,12 +219,8 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         self.alignment_weight = config["alignment_weight"]
         self.support_aggregation = config["support_aggregation"]
         self.support_users = config["support_users"]
-        if self.support_users not in ("embedding", "history"):
-            raise ValueError(f"support_users must be 'embedding' or 'history', got {self.support_users!r}")
         self.cold_negatives = config["cold_negatives"]
         self.episode_negatives = config["episode_negatives"]
-        if self.episode_negatives not in ("sampled", "in_batch"):
-            raise ValueError(f"episode_negatives must be 'sampled' or 'in_batch', got {self.episode_negatives!r}")
         self.field2token_id = dataset.field2token_id
 
         train = TrainingInteractions(dataset, config["max_history_len"])
@@ -227,10 +249,8 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         self.gate = nn.Linear(1, 1)
         if config["behaviour_encoder"] == "gru":
             self.encoder = GRUBehaviourEncoder(d, config["dropout_prob"])
-        elif config["behaviour_encoder"] == "cnn":
-            self.encoder = CNNBehaviourEncoder(d, config["dropout_prob"], config["cnn_heights"], config["cnn_filters"])
         else:
-            raise ValueError(f"behaviour_encoder must be 'gru' or 'cnn', got {config['behaviour_encoder']!r}")
+            self.encoder = CNNBehaviourEncoder(d, config["dropout_prob"], config["cnn_heights"], config["cnn_filters"])
         self.empty_user = nn.Parameter(torch.zeros(d))
         self.buyer_overlap = BuyerOverlap(train, self.max_shots) if config["buyer_overlap"] else None
         self.apply(xavier_normal_initialization)
