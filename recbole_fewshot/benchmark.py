@@ -70,8 +70,15 @@ OUT_PATH_KEYS = ("data_path", "checkpoint_dir", "log_root")  # set from ``out`` 
 
 def _params_hash(model: str, split_name: str, config: dict) -> str:
     """A cell's parameters: the model, the split (its name carries the split spec and the source's
-    fingerprint) and the config, less the paths inside ``out``, so a moved out folder still resumes."""
+    fingerprint), the config, less the paths inside ``out`` (so a moved out folder still resumes), and a
+    plugin model's own defaults (so a row made before a default changed is not taken for a new one;
+    built-in models' defaults are fixed by the pinned RecBole)."""
+    from recbole_fewshot.registry import model_config_file
+
     portable = {key: value for key, value in config.items() if key not in OUT_PATH_KEYS}
+    defaults_file = model_config_file(model)
+    if defaults_file is not None:
+        portable["model_defaults"] = yaml.safe_load(defaults_file.read_text(encoding="utf-8"))
     text = json.dumps({"model": model, "split": split_name, **portable}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -167,3 +167,15 @@ def test_cells_keep_each_models_own_training_defaults(tmp_path):
     _, config = bench.cell_config(bench.Cell("Heater", 3, 2020), "split", tmp_path, "new",
                                   {"train_batch_size": 64}, tmp_path)
     assert config["train_batch_size"] == 64, "the user's setting wins"
+
+
+def test_a_plugin_models_changed_default_makes_new_cells(tmp_path, monkeypatch):
+    from recbole_fewshot import registry
+
+    config = {"epochs": 1, "data_path": "anywhere"}
+    before = bench._params_hash("FewShotRec", "split", config)
+    assert bench._params_hash("FewShotRec", "split", {**config, "data_path": "elsewhere"}) == before
+    changed = tmp_path / "FewShotRec.yaml"
+    changed.write_text(registry.model_config_file("FewShotRec").read_text().replace("max_shots: 10", "max_shots: 5"))
+    monkeypatch.setattr(registry, "model_config_file", lambda model: changed if model == "FewShotRec" else None)
+    assert bench._params_hash("FewShotRec", "split", config) != before

@@ -231,25 +231,26 @@ def test_an_unpickled_config_loads_a_float_seq_dataset_in_a_fresh_process(tmp_pa
 
 
 def test_an_unpickled_config_gives_settings_it_predates_their_defaults(planted_k2, in_tmp, caplog):
-    """A FewShotRec checkpoint saved before `support_users`, `episode_negatives`, `content_min_items` and
-    `buyer_overlap` existed still builds, as it was trained."""
+    """A FewShotRec checkpoint saved before `support_users`, `episode_negatives`, `content_min_items`,
+    `buyer_overlap` and `gru_history_mean` existed still builds, as it was trained."""
     import logging
     import pickle
 
     from recbole.utils import get_model
 
     config, _, train_data, _, _ = build_pipeline("FewShotRec", *planted_k2, in_tmp, behaviour_encoder="cnn")
-    for key in ("support_users", "episode_negatives", "content_min_items", "buyer_overlap"):
+    for key in ("support_users", "episode_negatives", "content_min_items", "buyer_overlap", "gru_history_mean"):
         del config.final_config_dict[key]
     with pytest.raises(ValueError, match="got None"):
         get_model("FewShotRec")(config, train_data._dataset)
     with caplog.at_level(logging.WARNING):
         restored = pickle.loads(pickle.dumps(config, protocol=4))
-    assert "predates buyer_overlap, content_min_items, episode_negatives, support_users" in caplog.text
+    assert "predates buyer_overlap, content_min_items, episode_negatives, gru_history_mean, support_users" in caplog.text
     assert (restored["support_users"], restored["episode_negatives"]) == ("embedding", "sampled")
     assert restored["content_min_items"] == 1 != config_default("FewShotRec", "content_min_items"), \
         "a setting whose default changed the model takes the value from before it existed"
     assert restored["buyer_overlap"] is False is not config_default("FewShotRec", "buyer_overlap")
+    assert restored["gru_history_mean"] is False is not config_default("FewShotRec", "gru_history_mean")
     assert (restored["behaviour_encoder"], restored["embedding_size"]) == ("cnn", 16)  # the saved values stay
     assert type(get_model("FewShotRec")(restored, train_data._dataset).encoder).__name__ == "CNNBehaviourEncoder"
     bpr, *_ = build_pipeline("BPR", *planted_k2, in_tmp)

@@ -204,6 +204,20 @@ def test_history_support_users_read_their_training_history(tmp_path):
         build(tmp_path / "bad", support_users="ids")
 
 
+def test_gru_history_mean_carries_the_prefix_mean_of_the_history(tmp_path):
+    model, *_ = build(tmp_path, gru_history_mean=True)
+    model.eval()
+    users = torch.tensor([1, 2, 3])
+    history = model.history[users]
+    embedded = model.item_representation(history.view(-1)).view(*history.shape, -1) * (history > 0).unsqueeze(-1)
+    states = model.encode_history(history, embedded)
+    assert states.shape == (3, history.shape[1], 2 * model.embedding_size)
+    steps = torch.arange(1, history.shape[1] + 1).view(1, -1, 1)
+    assert torch.allclose(states[..., model.embedding_size:], embedded.cumsum(dim=1) / steps, atol=1e-6)
+    plain, *_ = build(tmp_path / "plain", gru_history_mean=False)
+    assert plain.encode_history(history, embedded).shape[-1] == model.embedding_size
+
+
 @pytest.mark.parametrize("encoder", ["gru", "cnn"])
 def test_training_beats_untrained_on_planted_pattern(tmp_path, encoder):
     name, data_path = planted_split(tmp_path, shots=0)
