@@ -230,7 +230,8 @@ def test_training_beats_untrained_on_planted_pattern(tmp_path, encoder):
     ("behaviour_encoder", "lstm"), ("support_aggregation", "sum"), ("episode_negatives", "hard"),
     ("max_shots", -1), ("max_history_len", 0), ("embedding_size", 0), ("meta_ratio", 1.5), ("meta_ratio", "lots"),
     ("dropout_prob", 1.0), ("alignment_weight", -0.1), ("warm_epochs", -1), ("cnn_filters", 0),
-    ("cnn_heights", []), ("cnn_heights", [2, 0]), ("cnn_heights", 3),
+    ("cnn_heights", []), ("cnn_heights", [2, 0]), ("cnn_heights", 3), ("buyer_overlap", "yes"),
+    ("gru_history_mean", 1),
 ])
 def test_a_setting_out_of_range_is_named_with_its_allowed_values(tmp_path, key, value):
     with pytest.raises(ValueError, match=rf"FewShotRec: {key} must be .*got {re.escape(repr(value))}.*FewShotRec.yaml"):

@@ -189,6 +189,7 @@ CHOICES = {"behaviour_encoder": ("gru", "cnn"), "support_aggregation": ("attenti
 RANGES = {"embedding_size": (1, None, True), "max_history_len": (1, None, True), "max_shots": (0, None, True),
           "cnn_filters": (1, None, True), "warm_epochs": (0, None, True), "alignment_weight": (0, None, True),
           "meta_ratio": (0, 1, True), "dropout_prob": (0, 1, False)}
+SWITCHES = ("gru_history_mean", "buyer_overlap", "cold_negatives")
 
 
 def check_settings(config) -> None:
@@ -203,9 +204,13 @@ def check_settings(config) -> None:
         if not number or value < low or (high is not None and (value > high or (value == high and not high_allowed))):
             span = f"at least {low}" if high is None else f"in [{low}, {high}{']' if high_allowed else ')'}"
             raise ValueError(f"FewShotRec: {key} must be a number {span}, got {value!r} {fix}")
+    for key in SWITCHES:
+        if not isinstance(config[key], bool):
+            raise ValueError(f"FewShotRec: {key} must be True or False, got {config[key]!r} {fix}")
     heights = config["cnn_heights"]
     if not isinstance(heights, list) or not heights or not all(isinstance(h, int) and h >= 1 for h in heights):
-        raise ValueError(f"FewShotRec: cnn_heights must be a non-empty list of positive filter heights, got {heights!r} {fix}")
+        raise ValueError(f"FewShotRec: cnn_heights must be a non-empty list of positive filter heights, "
+                         f"got {heights!r} {fix}")
 
 
 class FewShotRec(CachedItemTable, GeneralRecommender):
