@@ -129,7 +129,8 @@ def onboarding_throughput(model, dataset, n_items: int = 10000, shots: int = 3, 
 
 def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str | None = None,
                 overrides: dict | None = None) -> dict:
-    """Measure and print the figures; returns them."""
+    """Measure and print the figures; returns them: ``torch_threads``, ``device`` and per model label
+    (``BPR``, ``FewShotRec-GRU``, ``FewShotRec-CNN``) its row under ``models``."""
     import recbole_fewshot  # noqa: F401
     from recbole_fewshot.data.split import SplitSpec, materialize, resolve_source
 
@@ -137,10 +138,10 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
     base = {"data_path": str(Path(out) / "splits"), "state": "ERROR", "show_progress": False,
             "checkpoint_dir": str(Path(out) / "saved"), "topk": [20], "metrics": ["NDCG"], "valid_metric": "NDCG@20",
             "eval_batch_size": 65536, **(overrides or {})}
-    figures = {"torch_threads": torch.get_num_threads()}
     bpr_epoch, bpr_eval, bpr_gpu_mb, bpr, _ = _time_model("BPR", name, base, epochs)
-    figures["device"] = str(next(bpr.parameters()).device)
-    figures["BPR"] = {"epoch_s": bpr_epoch, "eval_s": bpr_eval, "peak_mb": _peak_mb(), "gpu_peak_mb": bpr_gpu_mb}
+    bpr_row = {"epoch_s": bpr_epoch, "eval_s": bpr_eval, "peak_mb": _peak_mb(), "gpu_peak_mb": bpr_gpu_mb}
+    figures = {"torch_threads": torch.get_num_threads(), "device": str(next(bpr.parameters()).device),
+               "models": {"BPR": bpr_row}}
     for encoder in ("gru", "cnn"):
         epoch, evaluation, gpu_mb, model, train_data = _time_model("FewShotRec", name,
                                                                    {**base, "behaviour_encoder": encoder}, epochs)
@@ -148,7 +149,7 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
         onboarding = onboarding_throughput(model, train_data._dataset)
         peak_mb = _peak_mb()
         encoder_epoch, encoder_eval = encoder_floor(model, train_data, epochs)
-        figures[f"FewShotRec-{encoder.upper()}"] = {
+        figures["models"][f"FewShotRec-{encoder.upper()}"] = {
             "epoch_s": epoch, "eval_s": evaluation, "epoch_ratio": epoch / bpr_epoch,
             "eval_ratio": evaluation / bpr_eval, "onboard_items_per_s": onboarding,
             "peak_mb": peak_mb, "gpu_peak_mb": gpu_mb,
@@ -159,14 +160,12 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
           f"device {figures['device']})")
     print(f"{'model':<16}{'s/epoch':>9}{'x BPR':>8}{'eval s':>9}{'x BPR':>8}{'onboard items/s':>17}{'peak MB':>9}"
           f"{'GPU MB':>9}")
-    for label, row in figures.items():
-        if label in ("torch_threads", "device"):
-            continue
+    for label, row in figures["models"].items():
         print(f"{label:<16}{row['epoch_s']:>9.2f}{row.get('epoch_ratio', 1.0):>8.2f}{row['eval_s']:>9.3f}"
               f"{row.get('eval_ratio', 1.0):>8.2f}{row.get('onboard_items_per_s', float('nan')):>17.0f}{row['peak_mb']:>9.0f}"
               f"{row['gpu_peak_mb']:>9.0f}")
-    for label, row in figures.items():
-        if isinstance(row, dict) and "encoder_epoch_s" in row:
+    for label, row in figures["models"].items():
+        if "encoder_epoch_s" in row:
             print(f"{label} encoder alone: {row['encoder_epoch_s']:.2f} s per epoch ({row['encoder_epoch_ratio']:.2f}x BPR's "
                   f"epoch), {row['encoder_eval_s']:.3f} s over every user ({row['encoder_eval_ratio']:.2f}x BPR's evaluation)")
     return figures

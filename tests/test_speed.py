@@ -12,11 +12,11 @@ from recbole_fewshot.speed import bench_speed
 def test_bench_speed_measures_fewshotrec_against_bpr(planted_source, in_tmp, capsys):
     figures = bench_speed("planted", shots=2, epochs=1, out=str(in_tmp / "speed"), data_path=str(planted_source),
                           overrides={"embedding_size": 16, "train_batch_size": 256})
-    bpr = figures["BPR"]
+    bpr = figures["models"]["BPR"]
     assert figures["device"] in ("cpu", "cuda:0") and bpr["epoch_s"] > 0 and bpr["eval_s"] > 0
     printed = capsys.readouterr().out
     for label in ("FewShotRec-GRU", "FewShotRec-CNN"):
-        row = figures[label]
+        row = figures["models"][label]
         assert row["epoch_ratio"] == pytest.approx(row["epoch_s"] / bpr["epoch_s"])
         assert row["eval_ratio"] == pytest.approx(row["eval_s"] / bpr["eval_s"])
         assert row["onboard_items_per_s"] > 0 and row["peak_mb"] > 0
