@@ -231,7 +231,7 @@ def test_training_beats_untrained_on_planted_pattern(tmp_path, encoder):
     ("max_shots", -1), ("max_history_len", 0), ("embedding_size", 0), ("meta_ratio", 1.5), ("meta_ratio", "lots"),
     ("dropout_prob", 1.0), ("alignment_weight", -0.1), ("warm_epochs", -1), ("cnn_filters", 0),
     ("cnn_heights", []), ("cnn_heights", [2, 0]), ("cnn_heights", 3), ("buyer_overlap", "yes"),
-    ("gru_history_mean", 1),
+    ("gru_history_mean", 1), ("warm_epochs", 2.5),
 ])
 def test_a_setting_out_of_range_is_named_with_its_allowed_values(tmp_path, key, value):
     with pytest.raises(ValueError, match=rf"FewShotRec: {key} must be .*got {re.escape(repr(value))}.*FewShotRec.yaml"):

@@ -185,10 +185,10 @@ class CNNBehaviourEncoder(nn.Module):
 
 CHOICES = {"behaviour_encoder": ("gru", "cnn"), "support_aggregation": ("attention", "mean", "none"),
            "support_users": ("embedding", "history"), "episode_negatives": ("sampled", "in_batch")}
-# setting: (lowest, highest, whether the highest is allowed); None: no bound
-RANGES = {"embedding_size": (1, None, True), "max_history_len": (1, None, True), "max_shots": (0, None, True),
-          "cnn_filters": (1, None, True), "warm_epochs": (0, None, True), "alignment_weight": (0, None, True),
-          "meta_ratio": (0, 1, True), "dropout_prob": (0, 1, False)}
+# setting: (whole numbers only, lowest, highest, whether the highest is allowed); None: no bound
+RANGES = {"embedding_size": (True, 1, None, True), "max_history_len": (True, 1, None, True),
+          "max_shots": (True, 0, None, True), "cnn_filters": (True, 1, None, True), "warm_epochs": (True, 0, None, True),
+          "alignment_weight": (False, 0, None, True), "meta_ratio": (False, 0, 1, True), "dropout_prob": (False, 0, 1, False)}
 SWITCHES = ("gru_history_mean", "buyer_overlap", "cold_negatives")
 
 
@@ -198,12 +198,13 @@ def check_settings(config) -> None:
     for key, choices in CHOICES.items():
         if config[key] not in choices:
             raise ValueError(f"FewShotRec: {key} must be one of {', '.join(choices)}, got {config[key]!r} {fix}")
-    for key, (low, high, high_allowed) in RANGES.items():
+    for key, (whole, low, high, high_allowed) in RANGES.items():
         value = config[key]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = isinstance(value, int if whole else (int, float)) and not isinstance(value, bool)
         if not number or value < low or (high is not None and (value > high or (value == high and not high_allowed))):
             span = f"at least {low}" if high is None else f"in [{low}, {high}{']' if high_allowed else ')'}"
-            raise ValueError(f"FewShotRec: {key} must be a number {span}, got {value!r} {fix}")
+            raise ValueError(f"FewShotRec: {key} must be {'a whole number' if whole else 'a number'} {span}, "
+                             f"got {value!r} {fix}")
     for key in SWITCHES:
         if not isinstance(config[key], bool):
             raise ValueError(f"FewShotRec: {key} must be True or False, got {config[key]!r} {fix}")
