@@ -75,7 +75,7 @@ def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
 def encoder_floor(model, train_data, runs: int) -> tuple[float, float]:
     """Seconds (fastest of ``runs``) of FewShotRec's behaviour encoder alone: forward and backward over each
     user-grouped training batch's users' histories, with fixed item vectors standing in for the item
-    module; and forward without gradients over every user once, in the chunks an evaluation uses."""
+    module; and forward without gradients over every user once, as an evaluation encodes them."""
     from recbole_fewshot.trainer.user_grouped import UserGroupedBatches
 
     device = model.history.device
@@ -94,8 +94,7 @@ def encoder_floor(model, train_data, runs: int) -> tuple[float, float]:
     def every_user(_):
         model.eval()
         with torch.no_grad():
-            for users in torch.arange(model.n_users, device=device).split(model.USER_TABLE_CHUNK):
-                model.encode_history(model.history[users], items[model.history[users]])
+            model.encode_every_user(items)
 
     return _fastest(device, runs, train_epoch), _fastest(device, runs, every_user)
 

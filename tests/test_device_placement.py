@@ -15,20 +15,16 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+import test_gpu
 from conftest import build_pipeline, build_trainer
 from recbole.data.interaction import Interaction
-from recbole_fewshot.registry import plugin_models
 
 FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.rand, torch.randn, torch.randint,
              torch.randperm, torch.tensor, torch.as_tensor, torch.eye, torch.linspace, torch.sparse_coo_tensor,
              torch.sparse_csr_tensor}
 # these take the device of tensor data passed to them (``torch.sparse_coo_tensor(indices, values)``)
 FROM_DATA = {torch.tensor, torch.as_tensor, torch.sparse_coo_tensor, torch.sparse_csr_tensor}
-CASES = [(model, {}) for model in sorted(plugin_models())] + [
-    ("FewShotRec", {"behaviour_encoder": "cnn"}),
-    ("FewShotRec", {"support_users": "history"}),
-    ("FewShotRec", {"episode_negatives": "in_batch"}),
-]
+CASES = test_gpu.CASES + [("FewShotRec", {"episode_negatives": "in_batch"})]  # the models and variants run on CUDA
 
 
 class DeviceNotNamed(TorchFunctionMode):

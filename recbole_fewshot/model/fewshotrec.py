@@ -313,11 +313,11 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
             with torch.no_grad():
                 no_support_len = torch.zeros(len(items), dtype=torch.long, device=items.device)
                 table = self._blend(items, self.cold_item_embedding(self.content(items), no_support, no_support_len))
-                self._history_user_table = self._every_user(table)
+                self._history_user_table = self.encode_every_user(table)
             self.encoder.train(encoder_mode)
         return self._history_user_table
 
-    def _every_user(self, item_table: torch.Tensor) -> torch.Tensor:
+    def encode_every_user(self, item_table: torch.Tensor) -> torch.Tensor:
         """Every user encoded over ``item_table``, ``USER_TABLE_CHUNK`` users at a time."""
         users = torch.arange(self.n_users, device=item_table.device)
         return torch.cat([self.user_representation(chunk, item_table) for chunk in users.split(self.USER_TABLE_CHUNK)])
@@ -330,7 +330,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
             return self.user_representation(users, item_table)
         if self._user_table is None:
             with torch.no_grad():
-                self._user_table = self._every_user(item_table)
+                self._user_table = self.encode_every_user(item_table)
         return self._user_table[users]
 
     def train(self, mode: bool = True):
