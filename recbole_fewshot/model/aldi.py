@@ -55,6 +55,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_fewshot.nn.backbone import BPRBackbone
+from recbole_fewshot.nn.caches import DerivedCaches
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
 
@@ -73,10 +74,11 @@ def _student_mlp(in_size: int, hidden_size: int, out_size: int) -> nn.Sequential
                          nn.Linear(hidden_size, out_size))
 
 
-class ALDI(GeneralRecommender):
+class ALDI(DerivedCaches, GeneralRecommender):
     r"""Content student distilled from a frozen BPR teacher with ALDI's three aligning losses."""
 
     input_type = InputType.PAIRWISE
+    CACHED = ("_tables",)  # the score tables: dropped by train()/eval() and load_state_dict
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -151,10 +153,6 @@ class ALDI(GeneralRecommender):
                 + self.identification_weight * terms["identification"])
 
     # --- evaluation -----------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._tables = None  # the student changes in training: recompute its vectors
-        return super().train(mode)
-
     def score_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """User rows ``[e_u, f_U(e_u)]`` and item rows ``[e_i, 0]`` (warm) or ``[0, f_I(c_i)]`` (cold),
         so one inner product gives the teacher's score of warm items and the student's of cold ones."""

@@ -63,6 +63,7 @@ class DropoutNet(CachedItemTable, GeneralRecommender):
     r"""Two towers over dropped-out preference vectors and item content, regressing warm scores."""
 
     input_type = InputType.PAIRWISE
+    CACHED = ("_preference",)  # standardised backbone vectors: dropped by train()/eval() and load_state_dict
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -99,10 +100,6 @@ class DropoutNet(CachedItemTable, GeneralRecommender):
         self.loss = nn.MSELoss()
         truncated_normal_init(self.user_tower, self.item_tower)
         self._preference: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def train(self, mode: bool = True):
-        self._preference = None  # the backbone may have been (re)trained or loaded
-        return super().train(mode)
 
     # --- inputs ---------------------------------------------------------------------------------
     def preference_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -221,6 +221,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
     # Settings whose default differs from what the model did before they existed, with that earlier
     # value: a checkpoint saved before them is rebuilt as it was trained (compat: config_unpickle).
     SETTINGS_BEFORE_ADDED = {"content_min_items": 1, "buyer_overlap": False, "gru_history_mean": False}
+    CACHED = ("_history_user_table", "_user_table")  # dropped by train()/eval() and load_state_dict
     _history_user_table: torch.Tensor | None = None
     _user_table: torch.Tensor | None = None
     USER_TABLE_CHUNK = 4096  # users encoded at once for the user tables (bounds the encoder's memory)
@@ -332,11 +333,6 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
             with torch.no_grad():
                 self._user_table = self.encode_every_user(item_table)
         return self._user_table[users]
-
-    def train(self, mode: bool = True):
-        self._history_user_table = None
-        self._user_table = None
-        return super().train(mode)
 
     def id_gate(self, items: torch.Tensor, hide_id: torch.Tensor | None = None) -> torch.Tensor:
         """Weight [N, 1] of the id embedding in the item vector: 0 for few-shot items and hidden ids."""

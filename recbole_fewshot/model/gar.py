@@ -69,6 +69,7 @@ from torch import nn
 from torch.func import functional_call
 
 from recbole_fewshot.nn.backbone import BPRBackbone
+from recbole_fewshot.nn.caches import DerivedCaches
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
 
@@ -98,10 +99,11 @@ def _tower(in_size: int, hidden_size: int, dropout: float) -> nn.Sequential:
                          nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden_size, hidden_size))
 
 
-class GAR(GeneralRecommender):
+class GAR(DerivedCaches, GeneralRecommender):
     r"""Generator of item embeddings from content and a two-tower recommender, trained adversarially."""
 
     input_type = InputType.PAIRWISE
+    CACHED = ("_tables",)  # the towers' outputs: dropped by train()/eval() and load_state_dict
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -173,10 +175,6 @@ class GAR(GeneralRecommender):
         return recommender + generator
 
     # --- evaluation -----------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._tables = None  # parameters change in training: recompute the towers' outputs
-        return super().train(mode)
-
     def item_input(self, items: torch.Tensor) -> torch.Tensor:
         """What the item tower reads: the warm embedding of warm items, ``G(c_i)`` of cold ones."""
         return torch.where(self.is_cold(items).unsqueeze(-1), self.generate(items), self.backbone.item_embedding(items))

@@ -79,6 +79,7 @@ class Heater(CachedItemTable, GeneralRecommender):
     r"""Pretrained vectors, randomly swapped for a mixture-of-experts content mapping during training."""
 
     input_type = InputType.PAIRWISE
+    CACHED = ("_preference",)  # standardised backbone vectors: dropped by train()/eval() and load_state_dict
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -108,10 +109,6 @@ class Heater(CachedItemTable, GeneralRecommender):
         self.loss = nn.MSELoss()
         truncated_normal_init(self.experts, self.user_layers, self.item_layers)
         self._preference: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def train(self, mode: bool = True):
-        self._preference = None  # the backbone may have been (re)trained or loaded
-        return super().train(mode)
 
     def pretrained(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised backbone vectors: users clipped to +-5, items to +-1 (the range of the tanh mapping)."""

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from recbole_fewshot.nn.caches import DerivedCaches
 from recbole_fewshot.nn.interactions import TrainingInteractions
 
 
@@ -26,7 +27,7 @@ class UserShares(NamedTuple):
     shares: torch.Tensor
 
 
-class BuyerOverlap(nn.Module):
+class BuyerOverlap(DerivedCaches, nn.Module):
     """Two user-to-buyer overlap features and a learned positive weight per feature and support size.
 
     ``share_f(u, b) = buyer_weight[f, b] * sum_{j bought by u and b} item_weight[f, j]``.
@@ -34,6 +35,7 @@ class BuyerOverlap(nn.Module):
 
     # evaluation tables of (n_users + n_items) x (items with the term) floats at most; above, per batch
     MAX_TABLE_FLOATS = 2 ** 27
+    CACHED = ("_evaluation",)  # every user's term: dropped by train()/eval() and load_state_dict
 
     def __init__(self, train: TrainingInteractions, max_shots: int):
         super().__init__()
@@ -76,10 +78,6 @@ class BuyerOverlap(nn.Module):
     def _sparse(index: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         ones = torch.ones(index.shape[1], device=index.device)
         return torch.sparse_coo_tensor(index, ones, shape, is_coalesced=True, check_invariants=False)
-
-    def train(self, mode: bool = True):
-        self._evaluation = None  # parameters may change: rebuild the evaluation cache
-        return super().train(mode)
 
     def purchases(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every training purchase of ``users`` (a list, repeats allowed): the position in ``users`` and the item."""

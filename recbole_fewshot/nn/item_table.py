@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import torch
 
+from recbole_fewshot.nn.caches import DerivedCaches
 
-class CachedItemTable:
+
+class CachedItemTable(DerivedCaches):
     """Mixin (listed before ``GeneralRecommender``) caching ``item_representation`` over all items.
 
     In training mode the table is recomputed on every call (parameters change); in eval mode it is
     computed once, without gradients, and kept until the next ``train()``/``eval()`` call, which
-    RecBole's trainer makes at the start of every epoch and every evaluation.
+    RecBole's trainer makes at the start of every epoch and every evaluation, or ``load_state_dict``.
     """
 
+    CACHED = ("_item_table",)
     _item_table: torch.Tensor | None = None
-
-    def train(self, mode: bool = True):
-        self._item_table = None
-        return super().train(mode)
 
     def all_item_table(self) -> torch.Tensor:
         """Every item's vector, shape ``[n_items, d]``."""

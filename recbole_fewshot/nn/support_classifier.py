@@ -14,6 +14,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_fewshot.nn.caches import DerivedCaches
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
 
@@ -41,7 +42,7 @@ def sample_non_buyers(train: TrainingInteractions, size: int, seed: int) -> tupl
     return torch.as_tensor(users, dtype=torch.long), torch.as_tensor((~bad).sum(1), dtype=torch.long)
 
 
-class SupportSetClassifier(GeneralRecommender):
+class SupportSetClassifier(DerivedCaches, GeneralRecommender):
     r"""Vartak et al.'s frame: an item is the classifier induced by its positive and negative support users.
 
     Subclasses define ``classifier`` (class representatives to item-specific parameters) and
@@ -49,6 +50,7 @@ class SupportSetClassifier(GeneralRecommender):
     """
 
     input_type = InputType.PAIRWISE
+    CACHED = ("_eval_tables",)  # the item classifiers: dropped by train()/eval() and load_state_dict
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -133,10 +135,6 @@ class SupportSetClassifier(GeneralRecommender):
         return self.apply_classifier(user_vec, self.classifier(*self.representatives(items, users, shots)))
 
     # --- RecBole interface ----------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._eval_tables = None  # parameters change in training: recompute item classifiers
-        return super().train(mode)
-
     def calculate_loss(self, interaction):
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]

@@ -1,0 +1,28 @@
+"""Values a model derives from its parameters and keeps between calls, dropped whenever they may be stale."""
+
+from __future__ import annotations
+
+
+class DerivedCaches:
+    """Mixin (listed before the ``nn.Module`` base) for attributes named in a class's ``CACHED``, each
+    holding values computed from parameters (an evaluation's item table, say) or ``None``.
+
+    Every such attribute of the class and its bases is reset to ``None`` by ``train()``/``eval()``, which
+    RecBole's trainer calls at the start of every epoch and every evaluation, and by ``load_state_dict``
+    (new parameters), so a cache never outlives the parameters it was computed from.
+    """
+
+    CACHED: tuple[str, ...] = ()
+
+    def drop_caches(self) -> None:
+        for klass in type(self).__mro__:
+            for name in vars(klass).get("CACHED", ()):
+                setattr(self, name, None)
+
+    def train(self, mode: bool = True):
+        self.drop_caches()
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.drop_caches()
+        super()._load_from_state_dict(*args, **kwargs)
