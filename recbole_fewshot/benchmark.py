@@ -28,6 +28,7 @@ import yaml
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_METRICS = ["Recall", "NDCG", "Hit", "MRR", "Precision", "ItemCoverage"]
 KEY_COLUMNS = ["dataset", "model", "shots", "seed", "candidates", "params"]
+CELL_COLUMNS = KEY_COLUMNS[:-1]  # a cell, whatever its parameters
 TIMING_COLUMNS = ["epochs", "train_seconds", "seconds_per_epoch", "eval_seconds", "peak_memory_mb"]
 BASELINES = ["Random", "Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "MultiVAE", "ENMF"]
 PEERS = ["DropoutNet", "Heater", "MetaEmb", "MWUF", "LWA", "NLBA", "DeepMusic", "CLCRec", "CVAR", "ALDI", "GAR"]
@@ -181,6 +182,13 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
     os.replace(temporary, path)
 
 
+def current_rows(rows: list[dict], dataset: str, candidates: str) -> list[dict]:
+    """The rows a summary reads: of ``dataset`` and ``candidates``, the last row of each cell. results.csv
+    keeps a cell's rows of earlier parameters; a run moves the rows of its finished cells last."""
+    latest = {tuple(r[c] for c in CELL_COLUMNS): r for r in rows if (r["dataset"], r["candidates"]) == (dataset, candidates)}
+    return list(latest.values())
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
@@ -305,6 +313,10 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
               jobs: int = 1) -> list[dict]:
     """Run every missing cell, then write results.csv, results.md and ndcg_vs_shots.png under ``out``.
 
+    results.csv keeps every row; results.md and the plot summarise, for ``dataset`` and ``candidates``, each
+    cell's last row: a cell of this run is read with this run's parameters, even where an earlier run
+    with other parameters left rows (``current_rows``).
+
     ``jobs`` cells run at once, each child with ``cpu_count // jobs`` threads (unless OMP_NUM_THREADS
     is set); their timings are then contended, so timing figures want ``jobs=1``.
     """
@@ -324,6 +336,7 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
     source = resolve_source(dataset, data_path)
     split_stats: dict[int, dict] = {}
     pending = []
+    finished = []
     for cell in [Cell(m, k, s) for k in shots for s in range(2020, 2020 + seeds) for m in models]:
         spec = SplitSpec(shots=cell.shots, seed=cell.seed, **(split_options or {}))
         split_name, manifest = materialize(source, spec, out / "splits")
@@ -332,6 +345,13 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
         key = (dataset, cell.model, str(cell.shots), str(cell.seed), candidates, _params_hash(model, split_name, config))
         if key not in done:
             pending.append((cell, key, model, split_name, config))
+        else:
+            finished.append(key)
+    if finished:  # this run's parameters are the current ones of its finished cells
+        finished_keys = set(finished)
+        rows = [r for r in rows if tuple(r[c] for c in KEY_COLUMNS) not in finished_keys] + \
+            [r for key in finished for r in rows if tuple(r[c] for c in KEY_COLUMNS) == key]
+        _write_rows(results_path, rows)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     progress = tqdm(total=len(pending), desc="cells", unit="cell", file=sys.stderr)
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait for the child processes
@@ -357,7 +377,8 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
             _write_rows(results_path, rows)
             progress.update()
     progress.close()
-    write_markdown(rows, out / "results.md", command, split_stats, candidates)
-    plot(rows, out / "ndcg_vs_shots.png")
+    current = current_rows(rows, dataset, candidates)
+    write_markdown(current, out / "results.md", command, split_stats, candidates)
+    plot(current, out / "ndcg_vs_shots.png")
     return rows
 

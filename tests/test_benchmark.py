@@ -66,7 +66,11 @@ def test_markdown_means_are_the_csv_means(finished):
 
 
 def test_resume_skips_finished_cells_and_retries_failed(finished, monkeypatch):
-    root, out = finished
+    import shutil
+
+    root, finished_out = finished
+    out = root / "resume"
+    shutil.copytree(finished_out, out)
     calls = []
 
     def fake_child(model, dataset, config, workdir, threads=None):
@@ -80,7 +84,10 @@ def test_resume_skips_finished_cells_and_retries_failed(finished, monkeypatch):
     assert calls == ["NoSuchModel", "NoSuchModel"]
     after = read_csv(out / "results.csv")
     assert len(after) == len(before)
-    assert [r for r in after if r["status"] == "ok"] == [r for r in before if r["status"] == "ok"]
+    def ok_rows(rows):
+        return sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (r["model"], r["seed"]))
+
+    assert ok_rows(after) == ok_rows(before)
     calls.clear()
     bench.benchmark("planted", MODELS[:2], [0], 2, out, data_path=str(root / "source"),
                     overrides={"epochs": 2}, split_options={"max_shots": 3})
@@ -179,3 +186,42 @@ def test_a_plugin_models_changed_default_makes_new_cells(tmp_path, monkeypatch):
     changed.write_text(registry.model_config_file("FewShotRec").read_text().replace("max_shots: 10", "max_shots: 5"))
     monkeypatch.setattr(registry, "model_config_file", lambda model: changed if model == "FewShotRec" else None)
     assert bench._params_hash("FewShotRec", "split", config) != before
+
+
+def _summary_mean(out, model):
+    summary = (out / "results.md").read_text().split("## Summary")[1].split("\n## ")[0]
+    line = next(line for line in summary.splitlines() if line.startswith(f"| {model} |"))
+    return float(re.search(r"([0-9.]+) ±", line).group(1))
+
+
+def test_the_summary_reads_each_cells_current_parameters_and_the_csv_keeps_the_rest(finished, monkeypatch):
+    import shutil
+
+    root, out = finished
+    rerun = root / "rerun"
+    shutil.copytree(out, rerun)
+    everything = read_csv(rerun / "results.csv")
+    before = [r for r in everything if r["status"] == "ok"]
+    old_mean = {model: sum(float(r["test_ndcg@20"]) for r in before if r["model"] == model) / 2 for model in MODELS[:2]}
+
+    def fake_child(model, dataset, config, workdir, threads=None):
+        metrics = {"ndcg@20": 0.5}
+        return {"test": metrics, "valid": metrics, "best_valid_score": 0.5, "epochs": 2, "train_seconds": 1.0,
+                "seconds_per_epoch": 0.5, "eval_seconds": 0.1, "peak_memory_mb": 1.0}
+
+    monkeypatch.setattr(bench, "_run_in_child", fake_child)
+    changed = {"epochs": 2}
+    bench.benchmark("planted", MODELS[:2], [0], 2, rerun, data_path=str(root / "source"), overrides=changed,
+                    split_options={"max_shots": 3})
+    rows = read_csv(rerun / "results.csv")
+    assert len(rows) == len(everything) + 4, "the earlier rows stay in results.csv"
+    for model in MODELS[:2]:
+        assert _summary_mean(rerun, model) == 0.5, "only this run's parameters are summarised"
+        assert f"| {model} | 2 |" in (rerun / "results.md").read_text(), "two seeds, not four"
+    rows.append({**rows[-1], "dataset": "another", "test_ndcg@20": "0.9"})  # another dataset in the same folder
+    bench._write_rows(rerun / "results.csv", rows)
+    bench.benchmark("planted", MODELS[:2], [0], 2, rerun, data_path=str(root / "source"),
+                    overrides={"epochs": 1}, split_options={"max_shots": 3})  # the first parameters again: all done
+    for model in MODELS[:2]:
+        assert _summary_mean(rerun, model) == pytest.approx(old_mean[model], abs=6e-5)
+    assert len(read_csv(rerun / "results.csv")) == len(rows)
