@@ -560,7 +560,8 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
     def onboard(self, features: Sequence[Mapping[str, object]], support_users: Sequence[Sequence[str]]) -> OnboardedItems:
         """Items added after training, embedded from raw features and raw support-user tokens.
 
-        ``features[i]`` maps item fields to raw values as in the ``.item`` file (``{'class': 'Drama'}``);
+        ``features[i]`` maps item fields to raw values as in the ``.item`` file (``{'class': 'Drama'}``; a
+        field the dataset's items lack, or a bad number, raises a ValueError naming item and field);
         ``support_users[i]`` lists the tokens of the item's first buyers (at most ``max_shots`` are used;
         unknown users are skipped). No gradient step is taken.
         """

@@ -18,6 +18,7 @@ the encoder returns zeros, so a model still runs (and knows that content-only sc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -74,6 +75,8 @@ class ItemContentEncoder(nn.Module):
         if min_items < 1:
             raise ValueError(f"content_min_items must be at least 1 (1 keeps every token), got {min_items}")
         self.fields = content_fields(dataset, fields)
+        # every field an item row may name (the id and fields not encoded are read and ignored)
+        self.item_fields = [] if dataset.item_feat is None else list(dataset.item_feat.columns)
         self.field_types = {f: dataset.field2type[f] for f in self.fields}
         self.embedding_size = embedding_size
         self.encoders = nn.ModuleDict()
@@ -140,10 +143,17 @@ class ItemContentEncoder(nn.Module):
 
     def features_from_raw(self, field2token_id: Mapping[str, Mapping[str, int]],
                           rows: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
-        """Feature tensors for items given as raw values (tokens as in the atomic file); unknown tokens pad.
+        """Feature tensors for items given as raw values (tokens as in the atomic file); unknown tokens pad,
+        a missing field (or NaN number) reads as padding (tokens) or the item table's mean (numbers).
 
-        ``field2token_id`` is the training dataset's mapping of the same name.
+        ``field2token_id`` is the training dataset's mapping of the same name. A field the dataset's
+        items do not have, or a number that is not one, raises a ValueError naming the item and field.
         """
+        for index, row in enumerate(rows):
+            unknown = sorted(set(row) - set(self.item_fields))
+            if unknown:
+                raise ValueError(f"item features[{index}] has fields {unknown} that the dataset's items do not "
+                                 f"have; item fields: {self.item_fields}")
         device = self.projection.weight.device
         features = {}
         for field in self.fields:
@@ -159,9 +169,13 @@ class ItemContentEncoder(nn.Module):
                     ids = [token_id.get(str(t), 0) for t in tokens][: stored.shape[-1]]
                     column.append(ids + [0] * (stored.shape[-1] - len(ids)))
                 elif ftype == FeatureType.FLOAT:
-                    column.append([float(value) if value is not None else float(getattr(self, f"mean_{field}"))])
+                    missing = value is None or (isinstance(value, float) and math.isnan(value))
+                    column.append(getattr(self, f"mean_{field}").tolist() if missing else _numbers(field, len(column), [value]))
                 else:
-                    vector = [float(v) for v in (value.split() if isinstance(value, str) else value or [])]
+                    vector = _numbers(field, len(column), value.split() if isinstance(value, str) else value or [])
+                    if vector and len(vector) != stored.shape[-1]:
+                        raise ValueError(f"item features[{len(column)}]: {field!r} has {len(vector)} numbers, the "
+                                         f"dataset's items have {stored.shape[-1]} (embed new items with the same model)")
                     column.append(vector if vector else getattr(self, f"mean_{field}").tolist())
             if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
                 tokens = torch.tensor(column, dtype=torch.long, device=device)
@@ -169,6 +183,14 @@ class ItemContentEncoder(nn.Module):
             else:
                 features[field] = torch.tensor(column, dtype=torch.float, device=device)
         return features
+
+
+def _numbers(field: str, index: int, values) -> list[float]:
+    """``values`` as floats, or a ValueError naming item ``index`` and ``field``."""
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"item features[{index}]: {field!r} must be numbers, got {values!r}") from None
 
 
 def _tokens_on_enough_items(values: torch.Tensor, num_tokens: int, min_items: int) -> torch.Tensor:
