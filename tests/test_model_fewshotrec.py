@@ -179,6 +179,8 @@ def test_onboarding_matches_full_sort_and_uses_support(tmp_path, settings):
     fewer = model.onboard([row], [support[:-1]])
     assert not torch.allclose(fewer.embedding, onboarded.embedding), "adding a support user changes the item"
     assert not torch.allclose(model.score_onboarded(users, fewer), scores), "and its scores"
+    with pytest.raises(ValueError, match=r"users \['nobody'\] are not user_id tokens"):
+        model.score_onboarded(["u1", "nobody"], onboarded)
 
 
 def test_history_support_users_read_their_training_history(tmp_path):

@@ -582,6 +582,10 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
     def score_onboarded(self, users: Sequence[str], items: OnboardedItems) -> torch.Tensor:
         """Scores [len(users), len(items)] of onboarded items for users given as raw tokens."""
         token_id = self.field2token_id[self.USER_ID]
+        unknown = [u for u in users if u not in token_id]
+        if unknown:
+            raise ValueError(f"score_onboarded: users {unknown[:5]} are not {self.USER_ID} tokens of the training data; "
+                             "a user needs a training history to be scored")
         user_ids = torch.tensor([token_id[u] for u in users], dtype=torch.long, device=self.item_count.device)
         was_training = self.training
         self.eval()
