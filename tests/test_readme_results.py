@@ -28,6 +28,7 @@ def first_k_table(markdown: str, after: str) -> dict[str, list[str]]:
     ("## Results", "docs/results/ml-100k/results.md"),
     ("### Online Retail: real new products", "docs/results/online_retail/results.md"),
     ("K = 3 with `--candidates all` (every item is a candidate", "docs/results/ml-100k-all/results.md"),
+    ("With five seeds (session 13)", "docs/results/ml-100k-5seeds/results.md"),
     ("K = 3 with `--candidates all` (new products ranked among all", "docs/results/online_retail-all/results.md"),
 ])
 def test_readme_table_is_the_rendered_summary(heading, results):
