@@ -15,6 +15,7 @@ class DerivedCaches:
     CACHED: tuple[str, ...] = ()
 
     def drop_caches(self) -> None:
+        """Set every attribute named in ``CACHED`` by this class or a base to ``None``."""
         for klass in type(self).__mro__:
             for name in vars(klass).get("CACHED", ()):
                 setattr(self, name, None)

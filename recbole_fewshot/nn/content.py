@@ -75,7 +75,7 @@ class ItemContentEncoder(nn.Module):
         if min_items < 1:
             raise ValueError(f"content_min_items must be at least 1 (1 keeps every token), got {min_items}")
         self.fields = content_fields(dataset, fields)
-        # every field an item row may name (the id and fields not encoded are read and ignored)
+        # every field a raw item row may name (the id and the fields not encoded are accepted and ignored)
         self.item_fields = [] if dataset.item_feat is None else list(dataset.item_feat.columns)
         self.field_types = {f: dataset.field2type[f] for f in self.fields}
         self.embedding_size = embedding_size
