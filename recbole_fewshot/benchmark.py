@@ -336,7 +336,7 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
     source = resolve_source(dataset, data_path)
     split_stats: dict[int, dict] = {}
     pending = []
-    finished = []
+    finished = set()
     for cell in [Cell(m, k, s) for k in shots for s in range(2020, 2020 + seeds) for m in models]:
         spec = SplitSpec(shots=cell.shots, seed=cell.seed, **(split_options or {}))
         split_name, manifest = materialize(source, spec, out / "splits")
@@ -346,11 +346,9 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
         if key not in done:
             pending.append((cell, key, model, split_name, config))
         else:
-            finished.append(key)
+            finished.add(key)
     if finished:  # this run's parameters are the current ones of its finished cells
-        finished_keys = set(finished)
-        rows = [r for r in rows if tuple(r[c] for c in KEY_COLUMNS) not in finished_keys] + \
-            [r for key in finished for r in rows if tuple(r[c] for c in KEY_COLUMNS) == key]
+        rows = sorted(rows, key=lambda r: tuple(r[c] for c in KEY_COLUMNS) in finished)  # stable: moved last
         _write_rows(results_path, rows)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     progress = tqdm(total=len(pending), desc="cells", unit="cell", file=sys.stderr)

@@ -108,7 +108,7 @@ from torch import nn
 
 from recbole_fewshot.nn.buyer_overlap import BuyerOverlap, UserShares
 from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.interactions import TrainingInteractions, support_mask
 from recbole_fewshot.nn.item_table import CachedItemTable
 
 
@@ -280,8 +280,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
     # --- items ----------------------------------------------------------------------------------
     def cold_item_embedding(self, content: torch.Tensor, support: torch.Tensor, support_len: torch.Tensor) -> torch.Tensor:
         """G(content, support users): content [N, d], support [N, S] user ids (0-padded; S = 0: none), lengths [N]."""
-        mask = torch.arange(support.shape[1], device=support.device).unsqueeze(0) < support_len.unsqueeze(1)
-        mask = mask & (support > 0)
+        mask = support_mask(support, support_len)
         if self.support_aggregation == "none" or support.shape[1] == 0:
             pooled = torch.zeros_like(content)
         else:
@@ -356,8 +355,11 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         weighted by the item's share read from G (``1 - id_gate``)."""
         if users is None:
             return 0.0
-        open_share = 1 - self.id_gate(items, hide_id).squeeze(1)
-        return open_share * self.buyer_overlap.score(users, items, support, support_len) * (items > 0)
+        return self.open_share(items, hide_id) * self.buyer_overlap.score(users, items, support, support_len)
+
+    def open_share(self, items: torch.Tensor, hide_id: torch.Tensor | None = None) -> torch.Tensor:
+        """Weight [N] of the buyer-overlap term: the share of the item read from G (``1 - id_gate``), 0 for padding."""
+        return (1 - self.id_gate(items, hide_id).squeeze(1)) * (items > 0)
 
     def user_shares(self, users: torch.Tensor) -> UserShares | None:
         """What the buyer-overlap term needs of rows' users (None without ``buyer_overlap``)."""
@@ -552,8 +554,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         table = self.all_item_table()
         scores = self.served_users(user, table) @ table.T
         if self.buyer_overlap is not None:
-            items = self.all_items()
-            open_share = (1 - self.id_gate(items).squeeze(1)) * (items > 0)
+            open_share = self.open_share(self.all_items())
             scores = scores + self.buyer_overlap.score_all(user, self.support, self.support_len, open_share)
         return scores.view(-1)
 

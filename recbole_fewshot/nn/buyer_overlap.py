@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from recbole_fewshot.nn.caches import DerivedCaches
-from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.nn.interactions import TrainingInteractions, support_mask
 
 
 class UserShares(NamedTuple):
@@ -110,7 +110,7 @@ class BuyerOverlap(DerivedCaches, nn.Module):
         [B, S] (0-padded) of ``support_len`` [B] training buyers of the item; ``own_item: False`` for items
         outside the dataset (onboarded), which no user can have bought."""
         shares = users.shares[:, users.row.unsqueeze(1), support]  # [2, B, S]
-        mask = (torch.arange(support.shape[1], device=support.device) < support_len.unsqueeze(1)) & (support > 0)
+        mask = support_mask(support, support_len)
         count = mask.sum(1).clamp_min(1)
         features = (shares * mask).sum(2) / count
         if own_item:
@@ -148,7 +148,7 @@ class BuyerOverlap(DerivedCaches, nn.Module):
         """The items with the term and every user's term of them [n_users, n_open], through the table
         ``T`` [n_items, n_open] with ``term(u, open[c]) = sum_j bought[u, j] T[j, c]``."""
         support = support[open_items]
-        mask = (torch.arange(support.shape[1], device=support.device) < support_len[open_items].unsqueeze(1)) & (support > 0)
+        mask = support_mask(support, support_len[open_items])
         count = mask.sum(1)
         scale = self.weights(count) / count.clamp_min(1) * item_scale[open_items]  # [2, n_open]
         column = torch.arange(len(open_items), device=support.device).unsqueeze(1).expand_as(support)[mask]

@@ -149,8 +149,9 @@ class ItemContentEncoder(nn.Module):
         ``field2token_id`` is the training dataset's mapping of the same name. A field the dataset's
         items do not have, or a number that is not one, raises a ValueError naming the item and field.
         """
+        item_fields = set(self.item_fields)
         for index, row in enumerate(rows):
-            unknown = sorted(set(row) - set(self.item_fields))
+            unknown = sorted(set(row) - item_fields)
             if unknown:
                 raise ValueError(f"item features[{index}] has fields {unknown} that the dataset's items do not "
                                  f"have; item fields: {self.item_fields}")

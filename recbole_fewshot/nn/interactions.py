@@ -11,6 +11,12 @@ import numpy as np
 import torch
 
 
+def support_mask(support: torch.Tensor, support_len: torch.Tensor) -> torch.Tensor:
+    """Which entries of support sets [N, S] (user ids, 0-padded) are users, given their lengths [N]."""
+    positions = torch.arange(support.shape[1], device=support.device).unsqueeze(0)
+    return (positions < support_len.unsqueeze(1)) & (support > 0)
+
+
 class TrainingInteractions:
     """Chronological per-user histories and per-item buyer lists of a training split (CPU tensors)."""
 
