@@ -191,16 +191,18 @@ def test_history_support_users_read_their_training_history(tmp_path):
     before = model.support_user_vectors(users).clone()
     model.USER_TABLE_CHUNK = 3
     model.eval()
+    # two chunkings of one GRU agree to float rounding (the order of the reductions differs), hence atol
     assert torch.allclose(model.support_user_vectors(users), before, atol=1e-6), "encoded in chunks, same table"
+    cached = model.support_user_vectors(users).clone()
     warm = int(torch.nonzero(model.item_count > model.max_shots)[0])
     readers = (model.history[users] == warm).any(dim=1)
     assert readers.any() and not readers.all()
     with torch.no_grad():
         model.item_embedding.weight[warm] += 1.0
-    assert torch.equal(model.support_user_vectors(users), before), "kept until the next train()/eval()"
+    assert torch.equal(model.support_user_vectors(users), cached), "kept until the next train()/eval()"
     model.eval()
     after = model.support_user_vectors(users)
-    changed = (after - before).abs().sum(dim=1) > 1e-6
+    changed = (after - cached).abs().sum(dim=1) > 1e-6  # same chunking as the cached table: non-readers keep their bits
     assert torch.equal(changed, readers), "a support user is their own training history"
     with pytest.raises(ValueError, match="support_users"):
         build(tmp_path / "bad", support_users="ids")
@@ -424,8 +426,10 @@ def test_buyer_overlap_trains_and_switches_off(tmp_path):
     assert plain.buyer_overlap is None
     users = torch.arange(1, 5)
     table = plain.all_item_table()
-    assert torch.equal(plain.full_sort_predict(Interaction({"user_id": users})),
-                       (plain.user_representation(users, table) @ table.T).view(-1)), "off: the dot product alone"
+    # the evaluation encodes every user in one batch, this line four: equal to float rounding
+    assert torch.allclose(plain.full_sort_predict(Interaction({"user_id": users})),
+                          (plain.user_representation(users, table) @ table.T).view(-1), atol=1e-5), \
+        "off: the dot product alone"
     model, *_ = build(tmp_path, shots=3, meta_ratio=1.0)
     assert model.buyer_overlap is not None, "on by default"
     model.train()

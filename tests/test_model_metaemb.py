@@ -86,7 +86,8 @@ def test_zero_shot_item_gets_the_generated_embedding(planted_k0, in_tmp):
     model.eval()
     cold = torch.nonzero(model.item_count[1:] == 0).squeeze(1) + 1
     with torch.no_grad():
-        assert torch.equal(model.all_item_table()[cold], model.meta_embedding(cold))
+        # the table generates every item in one batch, this line the cold ones: equal to float rounding
+        assert torch.allclose(model.all_item_table()[cold], model.meta_embedding(cold), atol=1e-6)
 
 
 def test_training_beats_untrained(planted_k0):
