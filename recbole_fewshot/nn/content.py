@@ -1,19 +1,25 @@
-"""Item content encoder shared by every content-based model of the package.
+"""The content pipeline shared by every content-based model of the package.
 
-It turns every item feature RecBole loaded into one vector per item:
+It turns every item feature RecBole loaded into one vector per item, keeping what the features say
+and not who the item is:
 
-* ``token``: an embedding per token (small at start: tokens never trained stay nearly neutral);
-* ``token_seq`` (genres, title words): mean of the token embeddings, padding ignored;
-* ``float``: standardised over the item table, then a linear map;
-* ``float_seq`` (e.g. precomputed text embeddings of a pretrained language model): standardised per
-  dimension over the item table, then a linear map.
+* categorical fields (``token``, ``token_seq``: genres, title words): the mean of learned token
+  vectors. A token carried by fewer than ``content_min_items`` items reads as padding: a word found on
+  one product only identifies it, and a model would memorise warm products through it instead of
+  learning what their content shares with new ones;
+* ordinal and numeric fields (``float``, and a ``token`` field whose every value is a number, such as
+  a release year): the standardised value plus a thermometer code over the item table's quantiles
+  (one indicator per threshold the value reaches). A value with few items behind it (the newest year)
+  shares every threshold but its own with its neighbours, and an increment learned from few items
+  stays small, so it reads like the values next to it instead of like an untrained token;
+* ``float_seq`` (pretrained text embeddings): standardised per dimension and passed through.
 
-Field vectors are concatenated and projected to ``embedding_size``. With ``min_items`` above 1, a
-token carried by fewer items than that is read as padding: a title word found on one product only
-identifies it, and a model can memorise warm products through such words instead of learning what
-their content shares with new ones. Statistics come from the item table alone (item content, never
-interactions). With no item features ``has_content`` is False and
-the encoder returns zeros, so a model still runs (and knows that content-only scores are hopeless).
+A learned linear map per field, then one projection to ``embedding_size``, gives the item's vector.
+``content_vectors`` gives the same features without learned weights (for training-free models).
+Statistics come from the item table alone (item content, never interactions). With no item features
+``has_content`` is False and the encoder returns zeros, so a model still runs (and knows that
+content-only scores are hopeless). The pipeline's settings (``content_min_items``,
+``content_thresholds``) are read from the run's config, with the defaults below.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from recbole.utils import FeatureType
 from torch import nn
 
 _SUPPORTED = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT, FeatureType.FLOAT_SEQ)
+DEFAULTS = {"content_min_items": 5, "content_thresholds": 16}
+Z_CLIP = 5.0  # standardised numbers are clipped to [-Z_CLIP, Z_CLIP] (outliers, such as a price of 10^5)
 
 
 def content_fields(dataset, fields: Sequence[str] | None) -> list[str]:
@@ -45,14 +53,35 @@ def content_fields(dataset, fields: Sequence[str] | None) -> list[str]:
     return list(fields)
 
 
+def pipeline_setting(dataset, key: str):
+    """A content pipeline setting: the run's config value if set, else ``DEFAULTS[key]``."""
+    config = getattr(dataset, "config", None)
+    value = config[key] if config is not None and key in config else None
+    return DEFAULTS[key] if value is None else value
+
+
+def token_numbers(dataset, field: str) -> torch.Tensor | None:
+    """The number each token id of a ``token`` field stands for (NaN for padding), or None when some
+    token is not a number (the field is categorical)."""
+    tokens = getattr(dataset, "field2id_token", {}).get(field)
+    if tokens is None or len(tokens) < 2:
+        return None
+    numbers = [math.nan]
+    for token in tokens[1:]:
+        try:
+            numbers.append(float(token))
+        except ValueError:
+            return None
+    return torch.tensor(numbers, dtype=torch.float)
+
+
 class TokenEmbedding(nn.Module):
     """A token embedding with a small random start that models' ``nn.Embedding`` initialisers leave alone.
 
-    A token seen only on new items (a release year, a title word that first appears with them) gets
-    no gradient in training; starting small (std ``INIT_STD``) it stays nearly neutral. It does not
-    start at exactly zero: an all-token item table would then give every item the same content vector,
-    and a model whose first layer has a zero bias followed by a ReLU would never get a gradient.
-    Row 0 (padding) is zero.
+    A token seen only on new items (a word that first appears with them) gets no gradient in training;
+    starting small (std ``INIT_STD``) it stays nearly neutral. It does not start at exactly zero: an
+    all-token item table would then give every item the same content vector, and a model whose first
+    layer has a zero bias followed by a ReLU would never get a gradient. Row 0 (padding) is zero.
     """
 
     INIT_STD = 0.01
@@ -67,35 +96,74 @@ class TokenEmbedding(nn.Module):
         return F.embedding(tokens, self.weight, padding_idx=0)
 
 
+class NumericCode(nn.Module):
+    """A number as ``[standardised value, 1[value >= t] for each threshold t]``; NaN reads as the mean.
+
+    The thresholds are the item table's quantiles (distinct values only, at most ``count``), the
+    statistics its mean and standard deviation; all are buffers, fixed at construction.
+    """
+
+    def __init__(self, values: torch.Tensor, count: int):
+        super().__init__()
+        known = values[~torch.isnan(values)]
+        if not len(known):
+            known = values.new_zeros(1)
+        self.register_buffer("mean", known.mean())
+        self.register_buffer("std", known.std().clamp_min(1e-6) if len(known) > 1 else known.new_ones(()))
+        quantiles = torch.quantile(known.double(), torch.linspace(0, 1, count + 2, dtype=torch.double)[1:-1]).float()
+        self.register_buffer("thresholds", torch.unique(quantiles))
+
+    @property
+    def width(self) -> int:
+        return 1 + len(self.thresholds)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        values = torch.where(torch.isnan(values), self.mean, values)
+        standard = ((values - self.mean) / self.std).clamp(-Z_CLIP, Z_CLIP)
+        return torch.cat([standard.unsqueeze(-1), (values.unsqueeze(-1) >= self.thresholds).float()], dim=-1)
+
+
 class ItemContentEncoder(nn.Module):
     """Encodes items (by id, or by feature tensors for items added after training) from their content."""
 
-    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None = None, min_items: int = 1):
+    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None = None, min_items: int | None = None):
         super().__init__()
+        min_items = pipeline_setting(dataset, "content_min_items") if min_items is None else min_items
         if min_items < 1:
             raise ValueError(f"content_min_items must be at least 1 (1 keeps every token), got {min_items}")
+        thresholds = pipeline_setting(dataset, "content_thresholds")
+        if thresholds < 0:
+            raise ValueError(f"content_thresholds must be at least 0 (0: the standardised number alone), got {thresholds}")
         self.fields = content_fields(dataset, fields)
         # every field a raw item row may name (the id and the fields not encoded are accepted and ignored)
         self.item_fields = [] if dataset.item_feat is None else list(dataset.item_feat.columns)
         self.field_types = {f: dataset.field2type[f] for f in self.fields}
         self.embedding_size = embedding_size
         self.encoders = nn.ModuleDict()
+        self.numeric = nn.ModuleDict()
         for field in self.fields:
             values = dataset.item_feat[field]
             ftype = self.field_types[field]
+            numbers = token_numbers(dataset, field) if ftype == FeatureType.TOKEN else None
+            if numbers is not None:  # an ordinal token field (a year): read as the numbers it stands for
+                values = numbers[values.long()]
+                ftype = FeatureType.FLOAT
             if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
                 self.encoders[field] = TokenEmbedding(dataset.num(field), embedding_size)
                 tokens = values.long()
                 kept = _tokens_on_enough_items(tokens, dataset.num(field), min_items)
                 self.register_buffer(f"kept_{field}", kept, persistent=False)  # derived from the item table
                 self.register_buffer(f"feature_{field}", self._without_rare_tokens(field, tokens))
+            elif ftype == FeatureType.FLOAT:
+                values = values.float()
+                self.numeric[field] = NumericCode(_real_items(values), thresholds)
+                self.register_buffer(f"feature_{field}", values)
+                self.encoders[field] = nn.Linear(self.numeric[field].width, embedding_size)
             else:
                 values = values.float()
-                if ftype == FeatureType.FLOAT:
-                    values = values.unsqueeze(-1)
-                mean, std = values.mean(0), values.std(0).clamp_min(1e-6)
-                self.register_buffer(f"mean_{field}", mean)
-                self.register_buffer(f"std_{field}", std)
+                reference = _real_items(values)
+                self.register_buffer(f"mean_{field}", reference.mean(0))
+                self.register_buffer(f"std_{field}", reference.std(0).clamp_min(1e-6))
                 self.register_buffer(f"feature_{field}", values)
                 self.encoders[field] = nn.Linear(values.shape[-1], embedding_size)
         width = max(len(self.fields), 1) * embedding_size
@@ -113,12 +181,41 @@ class ItemContentEncoder(nn.Module):
         """The stored feature tensors of ``items`` (ids)."""
         return {field: getattr(self, f"feature_{field}")[items] for field in self.fields}
 
+    def field_codes(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each field's fixed code (before any learned weight): for a categorical field the mean
+        one-hot of its kept tokens, for a number its ``NumericCode``, for a vector its standardised
+        value."""
+        codes = {}
+        for field in self.fields:
+            value = features[field]
+            if field in self.numeric:
+                codes[field] = self.numeric[field](value)
+            elif self.field_types[field] in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
+                tokens = value if value.dim() == 2 else value.unsqueeze(-1)
+                hot = torch.zeros(len(tokens), self.encoders[field].weight.shape[0], device=tokens.device)
+                hot.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=hot.dtype))
+                hot[:, 0] = 0.0
+                codes[field] = hot / hot.sum(1, keepdim=True).clamp_min(1.0)
+            else:
+                codes[field] = (value - getattr(self, f"mean_{field}")) / getattr(self, f"std_{field}")
+        return codes
+
+    def content_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Training-free content vectors of ``items`` (ids), ``[len(items), D]``: each field's fixed code
+        scaled to unit length, concatenated, so every field weighs the same in a cosine."""
+        codes = self.field_codes(self.item_features(items))
+        if not codes:
+            return torch.zeros(len(items), 0, device=items.device)
+        return torch.cat([F.normalize(code, dim=-1) for code in codes.values()], dim=-1)
+
     def encode_features(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Encode feature tensors laid out like ``item_features`` (one row per item)."""
         parts = []
         for field in self.fields:
             value, ftype = features[field], self.field_types[field]
-            if ftype == FeatureType.TOKEN:
+            if field in self.numeric:
+                parts.append(self.encoders[field](self.numeric[field](value)))
+            elif ftype == FeatureType.TOKEN:
                 parts.append(self.encoders[field](value))
             elif ftype == FeatureType.TOKEN_SEQ:
                 mask = (value > 0).unsqueeze(-1).float()
@@ -163,27 +260,34 @@ class ItemContentEncoder(nn.Module):
             column = []
             for row in rows:
                 value = row.get(field)
-                if ftype == FeatureType.TOKEN:
+                missing = value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+                if field in self.numeric:
+                    column.append(math.nan if missing else _numbers(field, len(column), [value])[0])
+                elif ftype == FeatureType.TOKEN:
                     column.append(token_id.get(str(value), 0) if value is not None else 0)
                 elif ftype == FeatureType.TOKEN_SEQ:
                     tokens = value.split() if isinstance(value, str) else list(value or [])
                     ids = [token_id.get(str(t), 0) for t in tokens][: stored.shape[-1]]
                     column.append(ids + [0] * (stored.shape[-1] - len(ids)))
-                elif ftype == FeatureType.FLOAT:
-                    missing = value is None or (isinstance(value, float) and math.isnan(value))
-                    column.append(getattr(self, f"mean_{field}").tolist() if missing else _numbers(field, len(column), [value]))
                 else:
                     vector = _numbers(field, len(column), value.split() if isinstance(value, str) else value or [])
                     if vector and len(vector) != stored.shape[-1]:
                         raise ValueError(f"item features[{len(column)}]: {field!r} has {len(vector)} numbers, the "
                                          f"dataset's items have {stored.shape[-1]} (embed new items with the same model)")
                     column.append(vector if vector else getattr(self, f"mean_{field}").tolist())
-            if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
+            if field in self.numeric:
+                features[field] = torch.tensor(column, dtype=torch.float, device=device)
+            elif ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
                 tokens = torch.tensor(column, dtype=torch.long, device=device)
                 features[field] = self._without_rare_tokens(field, tokens)
             else:
                 features[field] = torch.tensor(column, dtype=torch.float, device=device)
         return features
+
+
+def _real_items(values: torch.Tensor) -> torch.Tensor:
+    """``values`` without row 0, RecBole's padding item (its zeros would bias the statistics)."""
+    return values[1:] if len(values) > 1 else values
 
 
 def _numbers(field: str, index: int, values) -> list[float]:
