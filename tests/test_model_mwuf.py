@@ -9,6 +9,7 @@ import torch
 from planted import FAST_CONFIG, planted_split, train_and_test
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
+from recbole.data.interaction import Interaction
 from recbole.utils import get_model, get_trainer, init_seed
 
 from recbole_fewshot.data.atomic import read_atomic
@@ -84,7 +85,8 @@ def test_zero_shot_item_is_content_scaling_of_mean_embedding(in_tmp):
 def test_training_beats_untrained(in_tmp):
     name, data_path = planted_split(in_tmp, shots=3)
     untrained = train_and_test("MWUF", name, data_path, epochs=0)
-    trained = train_and_test("MWUF", name, data_path, epochs=15, backbone_epochs=15, learning_rate=0.01)
+    # 256-row backbone batches: the planted split's 3k training rows make few 2048-row steps per epoch
+    trained = train_and_test("MWUF", name, data_path, epochs=15, backbone_train_batch_size=256, learning_rate=0.01)
     assert trained["ndcg@10"] > untrained["ndcg@10"] + 0.05
 
 
@@ -112,3 +114,61 @@ def test_pretrained_backbone_from_recbole_bpr_checkpoint(in_tmp):
                                                        embedding_size=8)
     with pytest.raises(ValueError, match="embedding_size"):
         get_trainer(config["MODEL_TYPE"], "MWUF")(config, wrong_size).fit(train_data, valid_data, saved=False)
+
+
+def _rows_with_negatives(model, dataset, support: bool, n_rows: int = 64):
+    """Training rows (user, item) that are (or are not) support rows of their item, each paired with a
+    negative item that is no row's positive in the batch."""
+    users = dataset.inter_feat[dataset.uid_field]
+    items = dataset.inter_feat[dataset.iid_field]
+    members, valid = model.shift_users(items)
+    is_support = ((members == users.unsqueeze(-1)) & valid).any(-1)
+    chosen = torch.nonzero(is_support == support).squeeze(1)[:n_rows]
+    assert len(chosen) >= 8, "the planted split has too few rows of this kind"
+    user, pos = users[chosen], items[chosen]
+    others = torch.tensor([i for i in range(1, model.n_items) if i not in set(pos.tolist())])
+    neg = others[torch.arange(len(chosen)) % len(others)]
+    return user, pos, neg
+
+
+def _perturbed_mwuf(in_tmp):
+    name, data_path = planted_split(in_tmp, shots=3)
+    _, model, (train_data, _, _) = build(name, data_path)
+    torch.manual_seed(0)
+    with torch.no_grad():  # cold embeddings away from the mean, so a cold or warmed negative differs from its base
+        torch.nn.init.normal_(model.cold_offset.weight, std=0.5)
+        torch.nn.init.normal_(model.content.encoders["genre"].weight)
+    return model, train_data._dataset
+
+
+def test_cold_loss_scores_negatives_with_their_frozen_base_vector(in_tmp):
+    model, dataset = _perturbed_mwuf(in_tmp)
+    user, pos, neg = _rows_with_negatives(model, dataset, support=True)
+    interaction = Interaction({model.USER_ID: user, model.ITEM_ID: pos, model.NEG_ITEM_ID: neg})
+    loss = model.calculate_loss(interaction)
+    loss.backward()
+    grad = model.cold_offset.weight.grad
+    assert torch.count_nonzero(grad[neg]) == 0, "L_cold trained a negative item's cold embedding"
+    assert (grad[pos].abs().sum(-1) > 0).all()
+    assert model.backbone.item_embedding.weight.grad is None, "the base model stays untouched"
+    with torch.no_grad():
+        u = model.backbone.user_embedding(user)
+        expected = model.loss((u * model.cold_embedding(pos)).sum(-1), (u * model.backbone.item_embedding(neg)).sum(-1))
+    assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-6)  # same terms, another order of summation
+
+
+def test_warm_loss_scores_negatives_with_their_frozen_base_vector(in_tmp):
+    model, dataset = _perturbed_mwuf(in_tmp)
+    user, pos, neg = _rows_with_negatives(model, dataset, support=False)
+    interaction = Interaction({model.USER_ID: user, model.ITEM_ID: pos, model.NEG_ITEM_ID: neg})
+    loss = model.calculate_loss(interaction)
+    loss.backward()
+    assert model.cold_offset.weight.grad is None or torch.count_nonzero(model.cold_offset.weight.grad) == 0
+    assert model.backbone.item_embedding.weight.grad is None
+    with torch.no_grad():
+        u = model.backbone.user_embedding(user)
+        warmed = model.warm_embedding(pos)
+        expected = model.loss((u * warmed).sum(-1), (u * model.backbone.item_embedding(neg)).sum(-1))
+        warmed_negatives = model.loss((u * warmed).sum(-1), (u * model.warm_embedding(neg)).sum(-1))
+    assert not torch.allclose(expected, warmed_negatives, rtol=1e-3), "the test cannot tell the two apart"
+    assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-6)

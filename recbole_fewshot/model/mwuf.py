@@ -31,6 +31,9 @@ Departures from the paper:
 
 * The base model is BPR matrix factorisation trained with the BPR loss, so ``L_cold`` and ``L_warm``
   are BPR losses on RecBole's sampled negatives (the paper's base models are CTR networks with log loss).
+  Each loss fits the positive item of a row (its cold embedding in ``L_cold``, its warmed-up embedding
+  in ``L_warm``); the sampled negative is scored in both with its frozen base embedding, so neither
+  loss trains a negative's cold embedding nor warms a negative up.
 * The paper feeds the scaling network the base model's pretrained feature embeddings; BPR has none, so
   item features go through a content encoder (:class:`~recbole_fewshot.nn.content.ItemContentEncoder`)
   trained with the scaling network on ``L_warm``.
@@ -140,17 +143,17 @@ class MWUF(CachedItemTable, GeneralRecommender):
         users, valid = self.shift_users(pos_item)
         is_support = ((users == user.unsqueeze(-1)) & valid).any(-1)
 
-        pos_cold, neg_cold = self.cold_embedding(pos_item), self.cold_embedding(neg_item)
+        pos_cold = self.cold_embedding(pos_item)
+        neg_e = self.backbone.item_embedding(neg_item).detach()  # a base-model item: its frozen base vector
         loss = user_e.new_zeros(())
-        if is_support.any():  # L_cold: cold embeddings fitted on their items' support rows
-            u, p, n = user_e[is_support], pos_cold[is_support], neg_cold[is_support]
+        if is_support.any():  # L_cold: the positive's cold embedding fitted on its support rows
+            u, p, n = user_e[is_support], pos_cold[is_support], neg_e[is_support]
             loss = loss + self.loss((u * p).sum(-1), (u * n).sum(-1))
         query = ~is_support
         if query.any():  # L_warm: meta networks fitted on query rows, cold embeddings held fixed
             u = user_e[query]
             p = self.warm_embedding(pos_item[query], pos_cold[query].detach())
-            n = self.warm_embedding(neg_item[query], neg_cold[query].detach())
-            loss = loss + self.loss((u * p).sum(-1), (u * n).sum(-1))
+            loss = loss + self.loss((u * p).sum(-1), (u * neg_e[query]).sum(-1))
         return loss
 
     def predict(self, interaction):
