@@ -80,14 +80,14 @@ def _make_get_model(original: Callable) -> Callable:
 # --- plugin_model_defaults -----------------------------------------------------------------------
 # recbole/config/configurator.py _load_internal_config_dict reads model defaults only from
 # `../properties/model/<model>.yaml` inside RecBole. Right after RecBole's overall.yaml is loaded
-# (before the dataset yaml and every user input) the plugin's own model yaml is loaded, which keeps
-# RecBole's precedence: overall < model < dataset < config files < config_dict < command line.
+# (before the dataset yaml and every user input) the plugin's own model yaml is loaded, preceded for a
+# model with a warm backbone by the shared properties/backbone.yaml, which keeps RecBole's precedence:
+# overall < backbone < model < dataset < config files < config_dict < command line.
 def _make_update_internal_config_dict(original: Callable) -> Callable:
     def _update_internal_config_dict(self, file):
         loaded = original(self, file)
         if file.replace("\\", "/").endswith("properties/overall.yaml"):
-            plugin_file = registry.model_config_file(self.model)
-            if plugin_file is not None:
+            for plugin_file in registry.model_config_files(self.model):
                 original(self, str(plugin_file))
         return loaded
 
@@ -154,21 +154,27 @@ def _apply_scipy_dok_update() -> None:
 # It skips plugin_model_defaults too: a checkpoint saved before a plugin model gained a setting holds
 # no value for it, and the model fails to build ("... got None"). Such settings take the value that
 # keeps the behaviour the model had before the setting existed: the model class's
-# ``SETTINGS_BEFORE_ADDED`` where its default changed that behaviour, else the model's current default.
+# ``SETTINGS_BEFORE_ADDED`` (for the shared backbone settings, trainer.backbone's) where its default
+# changed that behaviour, else the model's current default.
 def _fill_settings_added_since(config) -> None:
     """Give a plugin model's settings that ``config`` predates the values it was trained with."""
     final = config.final_config_dict
     model = final.get("model")
-    path = registry.model_config_file(model)
-    if path is None:
+    paths = registry.model_config_files(model)
+    if not paths:
         return
-    defaults = config._load_config_files([str(path)])  # RecBole's own reading of a yaml config file
-    before = getattr(registry.plugin_models()[model], "SETTINGS_BEFORE_ADDED", {})
+    defaults = config._load_config_files([str(path) for path in paths])  # RecBole's own reading of yaml files
+    before = dict(getattr(registry.plugin_models()[model], "SETTINGS_BEFORE_ADDED", {}))
+    if registry.has_backbone(model):
+        from recbole_fewshot.trainer.backbone import SETTINGS_BEFORE_ADDED as backbone_before
+
+        before = {**backbone_before, **before}
     missing = {key: before.get(key, value) for key, value in defaults.items() if key not in final}
     if missing:
         final.update(missing)
+        names = ", ".join(path.name for path in paths)
         getLogger().warning(f"the checkpoint's config predates {', '.join(sorted(missing))}; "
-                            f"using the values it was trained with (the defaults of {path.name} where unchanged)")
+                            f"using the values it was trained with (the defaults of {names} where unchanged)")
 
 
 def _apply_config_unpickle() -> None:

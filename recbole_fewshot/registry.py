@@ -7,7 +7,8 @@ RecBole resolves names in three places, and each is served here:
 * trainers: ``get_trainer`` looks up the attribute ``recbole.trainer.<Model>Trainer``;
 * datasets: ``create_dataset`` looks up ``recbole.data.dataset.<Model>Dataset``.
 
-Model defaults come from ``recbole_fewshot/properties/model/<Model>.yaml`` (see ``compat``).
+Model defaults come from ``recbole_fewshot/properties/model/<Model>.yaml`` (see ``compat``), after
+``recbole_fewshot/properties/backbone.yaml`` for the models trained after a warm backbone.
 A model is any module under ``recbole_fewshot/model/`` that defines a class of the same name
 (lowercased); its trainer, if it needs one, is ``recbole_fewshot.trainer.<Model>Trainer``.
 """
@@ -28,6 +29,7 @@ from recbole.utils import ModelType
 
 MODEL_PACKAGE = "recbole_fewshot.model"
 PROPERTIES_DIR = Path(__file__).parent / "properties" / "model"
+BACKBONE_CONFIG_FILE = Path(__file__).parent / "properties" / "backbone.yaml"
 _RECBOLE_SUBPACKAGE = {
     ModelType.GENERAL: "general_recommender",
     ModelType.CONTEXT: "context_aware_recommender",
@@ -70,6 +72,24 @@ def model_config_file(model: str) -> Path | None:
     """The plugin's default config for ``model``, or None for a built-in model."""
     path = PROPERTIES_DIR / f"{model}.yaml"
     return path if model in plugin_models() and path.is_file() else None
+
+
+def has_backbone(model: str) -> bool:
+    """Whether ``model`` is a plugin model trained after a warm backbone (its trainer a ``WarmBackboneTrainer``)."""
+    if model not in plugin_models():
+        return False
+    from recbole_fewshot.trainer.backbone import WarmBackboneTrainer
+
+    trainer = getattr(importlib.import_module("recbole_fewshot.trainer"), f"{model}Trainer", None)
+    return isinstance(trainer, type) and issubclass(trainer, WarmBackboneTrainer)
+
+
+def model_config_files(model: str) -> list[Path]:
+    """Every default config of ``model`` in loading order: the shared backbone settings
+    (``BACKBONE_CONFIG_FILE``) for a model with a warm backbone, then the model's own file."""
+    files = [BACKBONE_CONFIG_FILE] if has_backbone(model) else []
+    own = model_config_file(model)
+    return files + ([own] if own is not None else [])
 
 
 def register_all() -> None:

@@ -117,7 +117,9 @@ def test_known_models_and_classes_pass_through():
 # --- plugin_model_defaults -----------------------------------------------------------------------
 
 @pytest.mark.usefixtures("in_tmp")
-def test_plugin_yaml_is_loaded_right_after_overall_yaml(monkeypatch):
+@pytest.mark.parametrize("plugin, shared", [("ALDI", ["backbone.yaml"]), ("FewShotRec", [])])
+def test_plugin_yaml_is_loaded_right_after_overall_yaml(monkeypatch, plugin, shared):
+    """A model with a warm backbone reads the shared properties/backbone.yaml first, then its own yaml."""
     from recbole_fewshot import registry
 
     loaded = []
@@ -130,11 +132,11 @@ def test_plugin_yaml_is_loaded_right_after_overall_yaml(monkeypatch):
     monkeypatch.setitem(compat.PATCHED, "plugin_model_defaults", record)  # not used by the wrapper
     wrapper = compat._make_update_internal_config_dict(record)
     monkeypatch.setattr(recbole.config.configurator.Config, "_update_internal_config_dict", wrapper)
-    plugin = sorted(registry.plugin_models())[0]
     recbole.config.configurator.Config(model=plugin, dataset="ml-100k")
     recbole_properties = os.path.realpath(os.path.join(os.path.dirname(recbole.__file__), "properties"))
     assert loaded == [
         os.path.join(recbole_properties, "overall.yaml"),
+        *[os.path.realpath(registry.PROPERTIES_DIR.parent / name) for name in shared],
         os.path.realpath(registry.PROPERTIES_DIR / f"{plugin}.yaml"),
         os.path.join(recbole_properties, "dataset", "sample.yaml"),
         os.path.join(recbole_properties, "dataset", "ml-100k.yaml"),
