@@ -53,3 +53,22 @@ class FewShotRecTrainer(UserGroupedTrainer):
                 if verbose:
                     self.logger.info(f"warm epoch {epoch + 1}: train loss {loss:.4f}")
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+
+class BackboneFloorTrainer(WarmBackboneTrainer):
+    """Pretrains (or loads) the warm backbone of a floor with nothing to learn after it, then runs one epoch
+    whatever ``epochs`` says (as RecBole's ``TraditionalTrainer``): the loss is zero, so more would only repeat
+    the evaluation."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.epochs = 1
+        self.eval_step = min(self.eval_step, 1)
+
+
+class ContentKNNTrainer(BackboneFloorTrainer):
+    """Pretrains (or loads) ContentKNN's warm BPR backbone, then runs its one trivial epoch."""
+
+
+class ContentRidgeTrainer(BackboneFloorTrainer):
+    """Pretrains (or loads) ContentRidge's warm BPR backbone, then runs its one trivial epoch."""

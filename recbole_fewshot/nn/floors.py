@@ -1,0 +1,94 @@
+"""Shared pieces of the content floors: models with nothing to learn beyond a warm backbone.
+
+``ContentProfile``, ``ContentKNN`` and ``ContentRidge`` are training-free or closed-form. Their content
+is ``ItemContentEncoder.content_vectors`` (fixed codes, no learned weight), computed once per model from
+the item table. ``BackboneFloor`` holds what the two backbone floors share: the warm BPR backbone, the
+cold/warm split of items by training count, a zero training loss, and an item table built in closed form
+at evaluation and cached until the parameters may change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType, ModelType
+from torch import nn
+
+from recbole_fewshot.nn.backbone import BPRBackbone
+from recbole_fewshot.nn.caches import DerivedCaches
+from recbole_fewshot.nn.content import ItemContentEncoder
+from recbole_fewshot.nn.interactions import TrainingInteractions
+
+
+def item_content_vectors(dataset, fields: Sequence[str] | None) -> torch.Tensor:
+    """Every item's training-free content vector (``ItemContentEncoder.content_vectors``) less the columns
+    that are zero for every item (tokens on too few items), which change no cosine and no ridge prediction,
+    ``[n_items, D]``; ``D`` is 0 when the dataset has no item features."""
+    encoder = ItemContentEncoder(dataset, 1, fields)  # only its fixed codes are read, not its learned layers
+    with torch.no_grad():
+        content = encoder.content_vectors(torch.arange(dataset.item_num))
+    return content[:, content.abs().sum(0) > 0]
+
+
+def training_pairs(train: TrainingInteractions) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct (user, item) pairs of the training interactions, as two id tensors."""
+    items = torch.repeat_interleave(torch.arange(train.n_items), train.item_count)
+    pairs = torch.unique(train.item_users * train.n_items + items)
+    return pairs // train.n_items, pairs % train.n_items
+
+
+class BackboneFloor(DerivedCaches, GeneralRecommender):
+    """Base of a floor on the warm BPR backbone (trained or loaded by ``WarmBackboneTrainer``).
+
+    An item with more than ``max_shots`` training interactions is warm and keeps its backbone vector; every
+    other item is cold and gets ``cold_vectors()`` instead, which never reads a cold item's own backbone
+    vector. Scores are backbone user vector . item vector. Nothing is trained after the backbone: the loss
+    is zero (it touches one dummy parameter so RecBole's trainer runs, as RecBole's ``Pop`` does).
+    """
+
+    input_type = InputType.POINTWISE
+    type = ModelType.TRADITIONAL
+    CACHED = ("_item_table",)
+    _item_table: torch.Tensor | None = None
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.max_shots = config["max_shots"]
+        self.train_interactions = TrainingInteractions(dataset)
+        count = self.train_interactions.item_count
+        warm = count > self.max_shots
+        cold = ~warm
+        cold[0] = False  # RecBole's padding item
+        self.register_buffer("warm_items", torch.nonzero(warm).view(-1), persistent=False)
+        self.register_buffer("cold_items", torch.nonzero(cold).view(-1), persistent=False)
+        self.backbone = BPRBackbone(self.n_users, self.n_items, config["embedding_size"])
+        self.fake_loss = nn.Parameter(torch.zeros(1))
+
+    def cold_vectors(self) -> torch.Tensor:
+        """The vectors of ``cold_items`` (in that order), ``[len(cold_items), embedding_size]``."""
+        raise NotImplementedError
+
+    def item_table(self) -> torch.Tensor:
+        """Every item's vector, ``[n_items, embedding_size]``: computed on every call in training mode,
+        once per evaluation in eval mode."""
+        if self._item_table is not None and not self.training:
+            return self._item_table
+        with torch.no_grad():
+            table = self.backbone.item_embedding.weight.clone()
+            table[self.cold_items] = self.cold_vectors().to(table.dtype)
+        if not self.training:
+            self._item_table = table
+        return table
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        return self.fake_loss.sum() * 0.0
+
+    def predict(self, interaction) -> torch.Tensor:
+        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
+        return (user_e * self.item_table()[interaction[self.ITEM_ID]]).sum(-1)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
+        return (user_e @ self.item_table().T).view(-1)
