@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ PEERS = ["DropoutNet", "Heater", "MetaEmb", "MWUF", "LWA", "NLBA", "DeepMusic", 
 DEFAULT_MODELS = BASELINES + PEERS + ["FewShotRec-GRU", "FewShotRec-CNN"]
 # The main job (`make run`): a few models, K = 0 and 3, one seed, short training.
 QUICK_MODELS = ["Random", "Pop", "BPR", "DeepMusic", "FewShotRec-GRU", "FewShotRec-CNN"]
-QUICK_OVERRIDES = {"epochs": 10, "stopping_step": 3, "backbone_epochs": 10}
+QUICK_OVERRIDES = {"epochs": 10, "stopping_step": 3}  # a warm backbone still trains to its early stop
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,9 @@ def model_spec(label: str) -> tuple[str, dict]:
         config = yaml.safe_load(variant.read_text(encoding="utf-8")) or {}
         return config.pop("model"), config
     model_file = CONFIG_DIR / "models" / f"{label}.yaml"
-    config = yaml.safe_load(model_file.read_text(encoding="utf-8")) if model_file.is_file() else {}
-    return label, config or {}
+    config = (yaml.safe_load(model_file.read_text(encoding="utf-8")) if model_file.is_file() else None) or {}
+    config.pop("search_space", None)  # the tuner's, not RecBole's
+    return label, config
 
 
 def list_models() -> list[str]:
@@ -66,30 +67,37 @@ def list_models() -> list[str]:
     return sorted(registry.plugin_models()) + variants + list(registry.builtin_models())
 
 
-OUT_PATH_KEYS = ("data_path", "checkpoint_dir", "log_root")  # set from ``out`` by cell_config
+OUT_PATH_KEYS = ("data_path", "checkpoint_dir", "log_root", "backbone_cache_dir")  # set from ``out`` by cell_config
+# Per-cell figures of a model with a warm backbone (empty for the others): its early stop on the warm holdout.
+BACKBONE_COLUMNS = ["backbone_best_epoch", "backbone_holdout_ndcg"]
 
 
 def _params_hash(model: str, split_name: str, config: dict) -> str:
     """A cell's parameters: the model, the split (its name carries the split spec and the source's
     fingerprint), the config, less the paths inside ``out`` (so a moved out folder still resumes), and a
-    plugin model's own defaults (so a row made before a default changed is not taken for a new one;
-    built-in models' defaults are fixed by the pinned RecBole)."""
-    from recbole_fewshot.registry import model_config_file
+    plugin model's own defaults, the shared backbone settings included (so a row made before a default
+    changed is not taken for a new one; built-in models' defaults are fixed by the pinned RecBole)."""
+    from recbole_fewshot.registry import model_config_files
 
     portable = {key: value for key, value in config.items() if key not in OUT_PATH_KEYS}
-    defaults_file = model_config_file(model)
-    if defaults_file is not None:
-        portable["model_defaults"] = yaml.safe_load(defaults_file.read_text(encoding="utf-8"))
+    defaults_files = model_config_files(model)
+    if defaults_files:
+        portable["model_defaults"] = {}
+        for path in defaults_files:
+            portable["model_defaults"].update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     text = json.dumps({"model": model, "split": split_name, **portable}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cell_config(cell: Cell, split_name: str, split_path: Path, candidates: str, base: dict, out: Path) -> tuple[str, dict]:
-    """The model name and the full config_dict of a cell."""
+def cell_config(cell: Cell, split_name: str, split_path: Path, candidates: str, base: dict, out: Path,
+                tuned: dict | None = None) -> tuple[str, dict]:
+    """The model name and the full config_dict of a cell: the benchmark's settings, the model's, its
+    ``tuned`` settings (chosen on valid by ``tune``), then ``base`` (the user's)."""
     model, model_config = model_spec(cell.model)
     config = {
         **yaml.safe_load((CONFIG_DIR / "benchmark.yaml").read_text(encoding="utf-8")),
         **model_config,
+        **(tuned or {}),
         **base,
         "seed": cell.seed,
         "data_path": str(split_path),
@@ -99,11 +107,16 @@ def cell_config(cell: Cell, split_name: str, split_path: Path, candidates: str, 
         "checkpoint_dir": str(out / "saved" / f"{cell.model}-k{cell.shots}-s{cell.seed}-{candidates}"),
         "log_root": str(out / "log"),
     }
+    from recbole_fewshot.registry import has_backbone
+
+    if has_backbone(model):  # one backbone per split, seed and settings, shared by the models of a benchmark
+        config.setdefault("backbone_cache_dir", str(out / "backbones"))
     return model, config
 
 
-def run_cell(model: str, dataset: str, config_dict: dict) -> dict:
-    """RecBole's run_recbole pipeline for one cell, with timings. Runs in the child process."""
+def run_cell(model: str, dataset: str, config_dict: dict, evaluate_test: bool = True) -> dict:
+    """RecBole's run_recbole pipeline for one cell, with timings. Runs in the child process.
+    With ``evaluate_test`` False (tuning) the test set is never scored: ``test`` is empty."""
     import resource
 
     import recbole_fewshot  # noqa: F401
@@ -123,7 +136,7 @@ def run_cell(model: str, dataset: str, config_dict: dict) -> dict:
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False) if evaluate_test else {}
     eval_seconds = time.perf_counter() - start
     epochs = len(trainer.train_loss_dict)
     return {
@@ -135,22 +148,25 @@ def run_cell(model: str, dataset: str, config_dict: dict) -> dict:
         "seconds_per_epoch": train_seconds / max(epochs, 1),
         "eval_seconds": eval_seconds,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **{column: getattr(net, column, None) for column in BACKBONE_COLUMNS},
     }
 
 
 def _child_main(request_file: str, result_file: str) -> None:
     request = json.loads(Path(request_file).read_text(encoding="utf-8"))
-    result = run_cell(request["model"], request["dataset"], request["config"])
+    result = run_cell(request["model"], request["dataset"], request["config"], request["evaluate_test"])
     Path(result_file).write_text(json.dumps(result), encoding="utf-8")
 
 
-def _run_in_child(model: str, dataset: str, config: dict, workdir: Path, threads: int | None = None) -> dict:
+def _run_in_child(model: str, dataset: str, config: dict, workdir: Path, threads: int | None = None,
+                  evaluate_test: bool = True) -> dict:
     env = dict(os.environ)
     if threads and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory(dir=workdir) as folder:
         request, result = Path(folder) / "request.json", Path(folder) / "result.json"
-        request.write_text(json.dumps({"model": model, "dataset": dataset, "config": config}), encoding="utf-8")
+        request.write_text(json.dumps({"model": model, "dataset": dataset, "config": config,
+                                            "evaluate_test": evaluate_test}), encoding="utf-8")
         completed = subprocess.run(
             [sys.executable, "-W", "ignore", "-c",
              "import sys; from recbole_fewshot.benchmark import _child_main; _child_main(sys.argv[1], sys.argv[2])",
@@ -208,8 +224,10 @@ def summarise(rows: list[dict]) -> dict:
     return {key: {m: (*_mean_std(v), len(v)) for m, v in metrics.items()} for key, metrics in groups.items()}
 
 
-def write_markdown(rows: list[dict], path: Path, command: str, split_stats: dict[int, dict], candidates: str) -> None:
-    """results.md: per K a table of mean ± std over seeds, best per column in bold."""
+def write_markdown(rows: list[dict], path: Path, command: str, split_stats: dict[int, dict], candidates: str,
+                   tuned: Mapping[str, dict] | None = None) -> None:
+    """results.md: per K a table of mean ± std over seeds, best per column in bold, and the settings each
+    model won on valid where ``tuned`` has them."""
     summary = summarise(rows)
     lines = [f"# Few-shot new-item benchmark (candidates: {candidates})", "", "```", command, "```", ""]
     failed = [r for r in rows if r.get("status") != "ok"]
@@ -241,11 +259,19 @@ def write_markdown(rows: list[dict], path: Path, command: str, split_stats: dict
         lines.append("")
     if failed:
         lines += ["## Failed cells", ""] + [f"- {r['model']} K={r['shots']} seed={r['seed']}: {r.get('error')}" for r in failed] + [""]
+    if tuned:
+        lines += ["## Tuned settings (chosen on valid)", ""]
+        lines += [f"- {model}: " + ", ".join(f"{key}: {_setting(value)}" for key, value in sorted(settings.items()))
+                  for model, settings in sorted(tuned.items())] + [""]
     timing = _timing_lines(rows)
     if timing:
         lines += ["## Cost (mean over cells)", "", "| model | epochs | train s | s/epoch | eval s | peak MB |",
                   "|---|---|---|---|---|---|"] + timing + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _setting(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def summary_table(summary: dict, metric: str = "ndcg@20") -> list[str]:
@@ -310,7 +336,7 @@ def plot(rows: list[dict], path: Path, metric: str = "ndcg@20") -> None:
 def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: int, out: str | os.PathLike,
               data_path: str | None = None, candidates: str = "new", config_files: Sequence[str] = (),
               overrides: dict | None = None, command: str = "", split_options: dict | None = None,
-              jobs: int = 1) -> list[dict]:
+              jobs: int = 1, tuned: str | os.PathLike | None = None) -> list[dict]:
     """Run every missing cell, then write results.csv, results.md and ndcg_vs_shots.png under ``out``.
 
     results.csv keeps every row; results.md and the plot summarise, for ``dataset`` and ``candidates``, each
@@ -319,7 +345,12 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
 
     ``jobs`` cells run at once, each child with ``cpu_count // jobs`` threads (unless OMP_NUM_THREADS
     is set); their timings are then contended, so timing figures want ``jobs=1``.
+
+    ``tuned`` is a ``tune`` output folder: each model runs with the settings it won there on valid (the
+    user's ``overrides`` still win), and results.md lists them.
     """
+    from recbole_fewshot.tuning import read_tuned
+
     from tqdm import tqdm
 
     from recbole_fewshot.data.split import SplitSpec, materialize, resolve_source
@@ -335,13 +366,17 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
     done = {tuple(r[c] for c in KEY_COLUMNS) for r in rows if r.get("status") == "ok"}
     source = resolve_source(dataset, data_path)
     split_stats: dict[int, dict] = {}
+    tuned_settings: dict[str, dict] = {}
     pending = []
     finished = set()
     for cell in [Cell(m, k, s) for k in shots for s in range(2020, 2020 + seeds) for m in models]:
         spec = SplitSpec(shots=cell.shots, seed=cell.seed, **(split_options or {}))
         split_name, manifest = materialize(source, spec, out / "splits")
         split_stats.setdefault(cell.shots, manifest["stats"])
-        model, config = cell_config(cell, split_name, out / "splits", candidates, base, out)
+        winner = read_tuned(tuned, dataset, cell.model) if tuned else None
+        if winner:
+            tuned_settings[cell.model] = winner
+        model, config = cell_config(cell, split_name, out / "splits", candidates, base, out, winner)
         key = (dataset, cell.model, str(cell.shots), str(cell.seed), candidates, _params_hash(model, split_name, config))
         if key not in done:
             pending.append((cell, key, model, split_name, config))
@@ -368,6 +403,7 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
                 row.update({f"test_{k}": v for k, v in result["test"].items()})
                 row.update({f"valid_{k}": v for k, v in result["valid"].items()})
                 row.update({c: result[c] for c in ["best_valid_score", *TIMING_COLUMNS]})
+                row.update({c: "" if result.get(c) is None else result[c] for c in BACKBONE_COLUMNS})
                 ndcg = result["test"].get("ndcg@20", result["test"].get("ndcg@10"))
                 tqdm.write(f"{cell.model} K={cell.shots} seed={cell.seed}: test NDCG {ndcg} "
                            f"({result['epochs']} epochs, {result['train_seconds']:.0f}s)")
@@ -376,7 +412,7 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
             progress.update()
     progress.close()
     current = current_rows(rows, dataset, candidates)
-    write_markdown(current, out / "results.md", command, split_stats, candidates)
+    write_markdown(current, out / "results.md", command, split_stats, candidates, tuned_settings)
     plot(current, out / "ndcg_vs_shots.png")
     return rows
 

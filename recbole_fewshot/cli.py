@@ -63,13 +63,32 @@ def _benchmark(args: argparse.Namespace, overrides: dict) -> int:
         return 0
     if not args.out:
         raise SystemExit("recbole-fewshot benchmark: --out is required (or --list-models)")
+    models = args.models or DEFAULT_MODELS
+    tuned = args.tuned
+    if args.tune:
+        from recbole_fewshot.tuning import tune
+
+        tuned = str(Path(args.out) / "tuning")
+        tune(args.dataset, models, args.tune, tuned, shots=args.tune_shots, data_path=args.data_path,
+             candidates=args.candidates, overrides=overrides, split_options={"policy": args.policy})
     benchmark(
-        args.dataset, args.models or DEFAULT_MODELS, args.shots, args.seeds, args.out, data_path=args.data_path,
+        args.dataset, models, args.shots, args.seeds, args.out, data_path=args.data_path,
         candidates=args.candidates, config_files=args.config_files or (), overrides=overrides,
         command="recbole-fewshot " + " ".join(sys.argv[1:]), split_options={"policy": args.policy},
-        jobs=args.jobs,
+        jobs=args.jobs, tuned=tuned,
     )
     print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _tune(args: argparse.Namespace, overrides: dict) -> int:
+    from recbole_fewshot.tuning import tune
+
+    winners = tune(args.dataset, args.models, args.trials, args.out, shots=args.shots, seed=args.seed,
+                   data_path=args.data_path, candidates=args.candidates, overrides=overrides,
+                   split_options={"policy": args.policy})
+    for label in args.models:
+        print(f"{label}: {winners[label]}" if label in winners else f"{label}: no search_space declared, nothing to tune")
     return 0
 
 
@@ -156,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--list-models", action="store_true")
     bench.add_argument("--jobs", type=int, default=1,
                        help="cells run at once (timings are then contended: use 1 for timing figures)")
+    bench.add_argument("--tuned", default=None, help="a `tune` output folder: each model runs with its winning settings")
+    bench.add_argument("--tune", type=int, default=0, metavar="N",
+                       help="first tune every model with N valid-only trials (into OUT/tuning), then run with the winners")
+    bench.add_argument("--tune-shots", type=int, default=3, help="the K of the split the tuner runs on (seed 2020)")
+
+    tuner = commands.add_parser("tune", help="N valid-only optuna trials per model over its yaml's search_space")
+    tuner.add_argument("--dataset", default="ml-100k")
+    tuner.add_argument("--data-path", default=None)
+    tuner.add_argument("--models", nargs="+", required=True)
+    tuner.add_argument("--trials", type=int, required=True, help="trials per model (the same budget for every model)")
+    tuner.add_argument("--shots", type=int, default=3, help="K of the split tuned on")
+    tuner.add_argument("--seed", type=int, default=2020)
+    tuner.add_argument("--candidates", choices=["new", "all"], default="new")
+    tuner.add_argument("--policy", choices=["time", "random"], default="time")
+    tuner.add_argument("--out", required=True, help="folder of the studies and winners (benchmark --tuned reads it)")
 
     quick = commands.add_parser("quick", help="the main job: a quick ml-100k benchmark (K = 0 and 3, one seed)")
     quick.add_argument("--out", default="results/quick")
@@ -202,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, _recbole_overrides(extra, parser))
         if args.command == "benchmark":
             return _benchmark(args, _overrides_dict(extra, parser))
+        if args.command == "tune":
+            return _tune(args, _overrides_dict(extra, parser))
         if args.command == "quick":
             return _quick(args, _overrides_dict(extra, parser))
         if args.command == "bench-speed":

@@ -1,0 +1,112 @@
+"""Equal-budget tuning on valid: declared spaces, resumable optuna studies, winners the benchmark reads."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+from planted import write_planted_dataset
+
+from recbole_fewshot import benchmark as bench
+from recbole_fewshot import tuning
+
+SPACE = {"learning_rate": ["log", 0.0001, 0.1], "dropout_prob": ["choice", 0.0, 0.5]}
+
+
+def fake_valid_score(config: dict) -> float:
+    """A valid score that peaks at learning_rate 0.003 and prefers no dropout."""
+    return 1.0 - (math.log10(config["learning_rate"]) - math.log10(0.003)) ** 2 - config["dropout_prob"]
+
+
+@pytest.fixture
+def fake_cells(monkeypatch, tmp_path):
+    """The benchmark's child process replaced by a call log and ``fake_valid_score``; BPR given SPACE."""
+    calls = []
+
+    def run(model, dataset, config, workdir, threads=None, evaluate_test=True):
+        calls.append({"model": model, "evaluate_test": evaluate_test, **config})
+        return {"best_valid_score": fake_valid_score(config), "epochs": 1}
+
+    monkeypatch.setattr(bench, "_run_in_child", run)
+    monkeypatch.setattr(tuning, "search_space", lambda label: dict(SPACE) if label == "BPR" else {})
+    write_planted_dataset(tmp_path / "source")
+    return calls, tmp_path
+
+
+def test_each_trial_is_a_valid_only_cell_and_the_best_valid_trial_wins(fake_cells):
+    calls, root = fake_cells
+    winners = tuning.tune("planted", ["BPR", "Pop"], 4, root / "tuned", shots=0, data_path=str(root / "source"),
+                          split_options={"max_shots": 3})
+    assert len(calls) == 4 and {c["model"] for c in calls} == {"BPR"}, "Pop declares no space: nothing to choose"
+    assert not any(c["evaluate_test"] for c in calls), "tuning never evaluates the test set"
+    best = max(calls, key=fake_valid_score)
+    assert winners["BPR"] == {"learning_rate": best["learning_rate"], "dropout_prob": best["dropout_prob"]}
+    for call in calls:
+        assert 0.0001 <= call["learning_rate"] <= 0.1 and call["dropout_prob"] in (0.0, 0.5)
+    written = yaml.safe_load(tuning.tuned_path(root / "tuned", "planted", "BPR").read_text())
+    assert written["settings"] == winners["BPR"] and written["trials"] == 4 and written["shots"] == 0
+    assert written["valid_score"] == pytest.approx(fake_valid_score(best), abs=1e-6)
+    assert tuning.read_tuned(root / "tuned", "planted", "BPR") == winners["BPR"]
+    assert tuning.read_tuned(root / "tuned", "planted", "Pop") is None
+
+
+def test_a_study_resumes_and_draws_what_an_uninterrupted_one_would(fake_cells):
+    calls, root = fake_cells
+    common = dict(shots=0, data_path=str(root / "source"), split_options={"max_shots": 3})
+    tuning.tune("planted", ["BPR"], 5, root / "once", **common)
+    uninterrupted = [c["learning_rate"] for c in calls]
+    calls.clear()
+    tuning.tune("planted", ["BPR"], 2, root / "twice", **common)
+    tuning.tune("planted", ["BPR"], 5, root / "twice", **common)
+    assert len(calls) == 5, "the second call runs only the three missing trials"
+    assert [c["learning_rate"] for c in calls] == pytest.approx(uninterrupted, rel=1e-12)
+    calls.clear()
+    tuning.tune("planted", ["BPR"], 5, root / "twice", **common)
+    assert calls == [], "a finished study runs nothing"
+
+
+@pytest.mark.parametrize("entry, message", [
+    (["uniform", 0, 1], "must be a list starting with one of"),
+    (["log", 0.0, 1.0], "needs low > 0"),
+    (["float", 1.0, 0.5], "low < high"),
+    (["choice"], "at least one value"),
+    (0.01, "must be a list"),
+])
+def test_a_bad_space_entry_is_named(entry, message):
+    with pytest.raises(tuning.SearchSpaceError, match=message):
+        tuning._check_entry("X.yaml: search_space.learning_rate", entry)
+
+
+def test_every_declared_space_can_be_sampled():
+    import optuna
+
+    for label in bench.list_models():
+        space = tuning.search_space(label)
+        if space:
+            trial = optuna.trial.FixedTrial({name: (entry[1] if entry[0] != "choice" else entry[1])
+                                             for name, entry in space.items()})
+            assert set(tuning.suggest(trial, space)) == set(space)
+
+
+def test_the_benchmark_runs_each_model_with_its_tuned_settings(fake_cells, monkeypatch):
+    calls, root = fake_cells
+    tuning.tune("planted", ["BPR"], 3, root / "tuned", shots=0, data_path=str(root / "source"),
+                split_options={"max_shots": 3})
+    winner = tuning.read_tuned(root / "tuned", "planted", "BPR")
+    calls.clear()
+
+    def run(model, dataset, config, workdir, threads=None, evaluate_test=True):
+        calls.append({"model": model, "evaluate_test": evaluate_test, **config})
+        return {"test": {"ndcg@20": 0.1}, "valid": {"ndcg@20": 0.2}, "best_valid_score": 0.2, "epochs": 1,
+                "train_seconds": 1.0, "seconds_per_epoch": 1.0, "eval_seconds": 0.1, "peak_memory_mb": 1.0}
+
+    monkeypatch.setattr(bench, "_run_in_child", run)
+    bench.benchmark("planted", ["BPR", "Pop"], [0, 1], 1, root / "out", data_path=str(root / "source"),
+                    split_options={"max_shots": 3}, tuned=root / "tuned", overrides={"dropout_prob": 0.25})
+    bpr = [c for c in calls if c["model"] == "BPR"]
+    assert len(bpr) == 2 and all(c["learning_rate"] == winner["learning_rate"] for c in bpr), "every K reuses it"
+    assert all(c["dropout_prob"] == 0.25 for c in bpr), "the user's own override wins"
+    assert all(c["evaluate_test"] for c in calls)
+    text = (root / "out" / "results.md").read_text()
+    assert "Tuned settings" in text and f"learning_rate: {winner['learning_rate']:.4g}" in text
