@@ -11,6 +11,7 @@ from recbole_fewshot.nn.content import DEFAULTS, ItemContentEncoder, token_numbe
 
 # years 1990-1997 with six items each, then one item of 1998 (the newest launch); item 0 is padding
 YEARS = [str(y) for y in range(1990, 1998) for _ in range(6)] + ["1998"]
+UNKNOWN = 3  # item 3's year reads "unknown" (as in ml-100k), a missing number
 
 
 class Catalogue:
@@ -22,9 +23,11 @@ class Catalogue:
 
     def __init__(self, config: dict | None = None):
         self.config = config or {}
-        year_tokens = ["[PAD]"] + sorted(set(YEARS))
+        year_tokens = ["[PAD]"] + sorted(set(YEARS)) + ["unknown"]
         n = len(YEARS) + 1
         words = ["[PAD]", "common", "unique"]
+        years = [year_tokens.index(y) for y in YEARS]
+        years[UNKNOWN - 1] = len(year_tokens) - 1
         title = torch.zeros(n, 2, dtype=torch.long)
         title[1:, 0] = 1  # every item says "common"
         title[1, 1] = 2  # item 1 alone says "unique"
@@ -33,7 +36,7 @@ class Catalogue:
         generator = torch.Generator().manual_seed(0)
         self.item_feat = Interaction({
             "item_id": torch.arange(n),
-            "year": torch.tensor([0] + [year_tokens.index(y) for y in YEARS]),
+            "year": torch.tensor([0] + years),
             "title": title,
             "text": torch.randn(n, 3, generator=generator) * 4 + 2,
         })
@@ -44,11 +47,16 @@ class Catalogue:
 
 def test_a_year_token_reads_as_a_number_with_a_thermometer_code():
     catalogue = Catalogue()
-    assert token_numbers(catalogue, "year")[1:].tolist() == [float(y) for y in range(1990, 1999)]
+    numbers = token_numbers(catalogue, "year")
+    assert numbers[1:-1].tolist() == [float(y) for y in range(1990, 1999)] and numbers[-1].isnan(), "unknown: missing"
     assert token_numbers(catalogue, "title") is None, "words are categorical"
     encoder = ItemContentEncoder(catalogue, 8, ["year"])
     assert "year" in encoder.numeric and encoder.feature_year[-1].item() == 1998.0
     code = encoder.numeric["year"](encoder.feature_year)
+    known = torch.cat([encoder.feature_year[1:UNKNOWN], encoder.feature_year[UNKNOWN + 1:]])
+    assert torch.allclose(code[UNKNOWN], encoder.numeric["year"](known.mean().view(1))[0]), "missing reads as the mean"
+    raw = encoder.features_from_raw({}, [{"year": "1996"}, {"year": "unknown"}])["year"]
+    assert raw[0].item() == 1996.0 and raw[1].isnan(), "raw rows read as the item table does"
     newest, before, oldest = code[-1], code[-2], code[1]
     assert (newest[1:] != before[1:]).sum() <= 1, "1998 shares every threshold but its own with 1997"
     assert (newest[1:] != oldest[1:]).sum() > (newest[1:] != before[1:]).sum()
@@ -64,7 +72,7 @@ def test_a_year_with_one_item_behind_it_is_predicted_like_its_neighbours():
     head = torch.nn.Linear(8, 1)
     years = torch.tensor([0.0] + [float(y) for y in YEARS])
     target = ((years - 1990) / 8).unsqueeze(1)  # 0 for 1990 ... 0.875 for 1997, 1.0 for 1998
-    trained = torch.arange(1, len(YEARS))  # every item but the 1998 one
+    trained = torch.tensor([i for i in range(1, len(YEARS)) if i != UNKNOWN])  # every dated item but the 1998 one
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=0.01)
     for _ in range(400):
         optimizer.zero_grad()

@@ -7,8 +7,8 @@ and not who the item is:
   vectors. A token carried by fewer than ``content_min_items`` items reads as padding: a word found on
   one product only identifies it, and a model would memorise warm products through it instead of
   learning what their content shares with new ones;
-* ordinal and numeric fields (``float``, and a ``token`` field whose every value is a number, such as
-  a release year): the standardised value plus a thermometer code over the item table's quantiles
+* ordinal and numeric fields (``float``, and a ``token`` field whose values are numbers, such as a
+  release year; a token that is no number, such as ``unknown``, reads as missing): the standardised value plus a thermometer code over the item table's quantiles
   (one indicator per threshold the value reaches). A value with few items behind it (the newest year)
   shares every threshold but its own with its neighbours, and an increment learned from few items
   stays small, so it reads like the values next to it instead of like an untrained token;
@@ -33,7 +33,10 @@ from recbole.utils import FeatureType
 from torch import nn
 
 _SUPPORTED = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT, FeatureType.FLOAT_SEQ)
-DEFAULTS = {"content_min_items": 5, "content_thresholds": 16}
+# Chosen once for every model on ml-100k valid (K = 0, seed 2020; the best mean of ContentRidge and
+# DeepMusic; tools/content_grid.py, docs/content.md).
+DEFAULTS = {"content_min_items": 10, "content_thresholds": 16}
+NUMERIC_SHARE = 0.9  # a token field is ordinal when at least this share of its items carry a number
 Z_CLIP = 5.0  # standardised numbers are clipped to [-Z_CLIP, Z_CLIP] (outliers, such as a price of 10^5)
 
 
@@ -61,18 +64,26 @@ def pipeline_setting(dataset, key: str):
 
 
 def token_numbers(dataset, field: str) -> torch.Tensor | None:
-    """The number each token id of a ``token`` field stands for (NaN for padding), or None when some
-    token is not a number (the field is categorical)."""
+    """The number each token id of a ``token`` field stands for (NaN for padding and for a token that is
+    no number, such as ``unknown``), or None when the field's items are not mostly numbers (at least
+    ``NUMERIC_SHARE`` of the items with a value): the field is then categorical."""
     tokens = getattr(dataset, "field2id_token", {}).get(field)
     if tokens is None or len(tokens) < 2:
         return None
-    numbers = [math.nan]
-    for token in tokens[1:]:
-        try:
-            numbers.append(float(token))
-        except ValueError:
-            return None
-    return torch.tensor(numbers, dtype=torch.float)
+    numbers = torch.tensor([_number_or_nan(token) for token in tokens], dtype=torch.float)
+    numbers[0] = math.nan
+    values = dataset.item_feat[field].long()
+    with_value = values[values > 0]
+    if not len(with_value) or (~torch.isnan(numbers[with_value])).float().mean() < NUMERIC_SHARE:
+        return None
+    return numbers
+
+
+def _number_or_nan(token: str) -> float:
+    try:
+        return float(token)
+    except ValueError:
+        return math.nan
 
 
 class TokenEmbedding(nn.Module):
@@ -138,6 +149,7 @@ class ItemContentEncoder(nn.Module):
         # every field a raw item row may name (the id and the fields not encoded are accepted and ignored)
         self.item_fields = [] if dataset.item_feat is None else list(dataset.item_feat.columns)
         self.field_types = {f: dataset.field2type[f] for f in self.fields}
+        self.ordinal_tokens = set()  # token fields read as numbers
         self.embedding_size = embedding_size
         self.encoders = nn.ModuleDict()
         self.numeric = nn.ModuleDict()
@@ -146,6 +158,7 @@ class ItemContentEncoder(nn.Module):
             ftype = self.field_types[field]
             numbers = token_numbers(dataset, field) if ftype == FeatureType.TOKEN else None
             if numbers is not None:  # an ordinal token field (a year): read as the numbers it stands for
+                self.ordinal_tokens.add(field)
                 values = numbers[values.long()]
                 ftype = FeatureType.FLOAT
             if ftype in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
@@ -203,9 +216,13 @@ class ItemContentEncoder(nn.Module):
     def content_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """Training-free content vectors of ``items`` (ids), ``[len(items), D]``: each field's fixed code
         scaled to unit length, concatenated, so every field weighs the same in a cosine."""
-        codes = self.field_codes(self.item_features(items))
+        return self.content_codes(self.item_features(items), rows=len(items))
+
+    def content_codes(self, features: Mapping[str, torch.Tensor], rows: int | None = None) -> torch.Tensor:
+        """``content_vectors`` of feature tensors laid out like ``item_features`` (items given as raw values)."""
+        codes = self.field_codes(features)
         if not codes:
-            return torch.zeros(len(items), 0, device=items.device)
+            return self.projection.weight.new_zeros(rows or 0, 0)
         return torch.cat([F.normalize(code, dim=-1) for code in codes.values()], dim=-1)
 
     def encode_features(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -261,7 +278,9 @@ class ItemContentEncoder(nn.Module):
             for row in rows:
                 value = row.get(field)
                 missing = value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
-                if field in self.numeric:
+                if field in self.ordinal_tokens:  # as in the item table, a token that is no number is missing
+                    column.append(math.nan if missing else _number_or_nan(str(value)))
+                elif field in self.numeric:
                     column.append(math.nan if missing else _numbers(field, len(column), [value])[0])
                 elif ftype == FeatureType.TOKEN:
                     column.append(token_id.get(str(value), 0) if value is not None else 0)
