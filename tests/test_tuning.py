@@ -110,3 +110,14 @@ def test_the_benchmark_runs_each_model_with_its_tuned_settings(fake_cells, monke
     assert all(c["evaluate_test"] for c in calls)
     text = (root / "out" / "results.md").read_text()
     assert "Tuned settings" in text and f"learning_rate: {winner['learning_rate']:.4g}" in text
+
+
+def test_a_real_two_trial_study_on_planted_data(tmp_path):
+    """Two real BPR cells in child processes: valid scores only, and a winner the benchmark can read."""
+    write_planted_dataset(tmp_path / "source")
+    winners = tuning.tune("planted", ["BPR"], 2, tmp_path / "tuned", shots=0, data_path=str(tmp_path / "source"),
+                          overrides={"epochs": 1, "topk": [10], "metrics": ["NDCG"], "valid_metric": "NDCG@10"},
+                          split_options={"max_shots": 3})
+    written = yaml.safe_load(tuning.tuned_path(tmp_path / "tuned", "planted", "BPR").read_text())
+    assert set(winners["BPR"]) == set(tuning.search_space("BPR")) == set(written["settings"])
+    assert written["completed_trials"] == 2 and 0.0 <= written["valid_score"] <= 1.0
