@@ -1,72 +1,53 @@
-r"""LWA: Linear Weight Adaptation, an item-specific linear classifier adapted from its support set.
+r"""LWA: Linear Weight Adaptation, a per-user logistic regression on item content adapted from the user's history.
 
 Reference:
     Manasi Vartak, Arvind Thiagarajan, Conrado Miranda, Jeshua Bratman and Hugo Larochelle. "A
     Meta-Learning Perspective on Cold-Start Recommendations for Items." NeurIPS 2017.
 
-Mechanism (Vartak et al.): an item ``t`` is never an embedding of its own; it is the
-classifier its history induces. Users are embedded by a learned function ``F``; the item's history
-splits into positive users (who engaged) and negative users (who did not), and each class is
-summarised by its representative, the mean user embedding ``R^1_t`` and ``R^0_t``. LWA turns them
-into the weights of a logistic regression, ``w_t = omega_1 R^1_t + omega_0 R^0_t`` (learned scalars
-``omega``, global bias ``b``) and scores ``P(u likes t) = sigmoid(F(u) . w_t + b)``. Everything is
-meta-learned across items with the log loss, so a new item is adapted by its support set alone,
-without a gradient step.
-
-Here (shared with :mod:`recbole_fewshot.model.nlba` through
-:class:`~recbole_fewshot.nn.support_classifier.SupportSetClassifier`):
-
-* ``F(u)``: mean of learned item embeddings over the user's last ``max_history_len`` training items;
-* positive support: the item's first ``max_shots`` training buyers (a new item's K buyers);
-* negative support: ``neg_support_size`` users sampled uniformly (with replacement, seeded by
-  ``seed``) among the item's non-buyers in the training split, drawn once when the model is built;
-* the user being scored is never in the support set of the item it is scored against (as at test time,
-  where query users are not support users), so training rows and evaluation pairs drop it.
-
-Zero-shot items (K = 0): the item content (every loaded item feature,
-:class:`~recbole_fewshot.nn.content.ItemContentEncoder`) enters the positive class as one learned
-pseudo-member, ``R^1_t = (content_t + sum F(s)) / (1 + |support|)``; with no buyers, ``R^1_t`` is the
-content vector alone and the negative class representative still comes from sampled non-buyers.
+Each user is a task. An item is seen only through its content, ``F(j)`` (a learned network). The
+user's history is summarised by class representatives, ``R^1_u`` (mean ``F`` of items they engaged
+with) and ``R^0_u`` (of items they did not); LWA makes them the weights of a logistic regression,
+``P(u likes j) = sigmoid(b + (omega_0 R^0_u + omega_1 R^1_u) . F(j))``, with learned scalars
+``omega`` and bias ``b`` shared by all users. ``F``, ``omega`` and ``b`` are meta-learned across users
+with the log loss, so any item (new ones included) is scored from its content, without a gradient step.
+Support sets, episodes and caching: :class:`~recbole_fewshot.nn.support_classifier.UserTaskClassifier`.
 
 Departures from the paper:
 
-* Tweets had impression logs, so negatives were users shown the tweet who did not engage; implicit
-  feedback has none, so the negative support is sampled non-buyers (noisy negatives), drawn once.
-* The paper's user embeddings come from user features of the Twitter production model; here ``F`` is
-  the mean embedding of the user's training history (the scored item masked out in training).
-* Item content as a pseudo-member of the positive class is an addition (the paper has no content and
-  no zero-shot case).
-* Training samples, per row, a support size K' ~ U{0..max_shots} (the first K' buyers other than the
-  scored user), imitating histories of every length; the paper trained on impressions in time order.
-* Negative examples of the log loss are RecBole's sampled negative items (one per positive), not
-  logged non-engagements.
+* Negatives: tweets had impression logs (shown, not engaged); implicit feedback has none, so a user's
+  negative class is the items with a training interaction that the user never interacted with, drawn
+  in proportion to training count ** ``negative_sampling_power`` (a stand-in for what was shown): fresh
+  draws in every training episode, the exact weighted mean at evaluation (deterministic).
+* ``F`` is an MLP on every loaded item feature (the shared ``ItemContentEncoder``), not the paper's
+  tweet and author features; layer sizes are ours.
+* The positive class is the user's last ``max_history_len`` training items, not the whole history.
+* Episodes are the rows of RecBole's pairwise batches: one query positive (left out of the support)
+  and one drawn query negative per row, rather than a split of each user's history.
+* The initialisation ``omega_1 = 1``, ``omega_0 = 0``, ``b = 0`` is ours (the paper gives none).
 """
 
 from __future__ import annotations
 
 import torch
-from recbole.model.init import xavier_normal_initialization
 from torch import nn
 
-from recbole_fewshot.nn.support_classifier import SupportSetClassifier
+from recbole_fewshot.nn.support_classifier import UserTaskClassifier
 
 
-class LWA(SupportSetClassifier):
-    r"""Linear Weight Adaptation: ``sigmoid(F(u) . (omega_1 R^1_t + omega_0 R^0_t) + b)``."""
+class LWA(UserTaskClassifier):
+    r"""Linear Weight Adaptation: ``sigmoid(b + (omega_0 R^0_u + omega_1 R^1_u) . F(j))``."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.positive_weight = nn.Parameter(torch.ones(()))
         self.negative_weight = nn.Parameter(torch.zeros(()))
         self.bias = nn.Parameter(torch.zeros(()))
-        self.apply(xavier_normal_initialization)
 
-    def classifier(self, r0: torch.Tensor, r1: torch.Tensor) -> list[torch.Tensor]:
+    def adapt(self, r0: torch.Tensor, r1: torch.Tensor) -> list[torch.Tensor]:
         return [self.positive_weight * r1 + self.negative_weight * r0]
 
-    def apply_classifier(self, user_vec: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        return (user_vec * params[0]).sum(-1) + self.bias
+    def classify(self, params: list[torch.Tensor], item_vec: torch.Tensor) -> torch.Tensor:
+        return (params[0] * item_vec).sum(-1) + self.bias
 
-    def item_weights(self, items: torch.Tensor) -> torch.Tensor:
-        """The weight vectors ``w_t`` of ``items`` from their stored support sets, ``[*items.shape, d]``."""
-        return self.classifier(*self.representatives(items))[0]
+    def score_table(self, params: list[torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+        return params[0] @ table.T + self.bias

@@ -1,8 +1,25 @@
-"""Vartak et al.'s support-set classifier frame, shared by :mod:`~recbole_fewshot.model.lwa` and
+"""Vartak et al.'s user-as-task frame, shared by :mod:`~recbole_fewshot.model.lwa` and
 :mod:`~recbole_fewshot.model.nlba`.
 
 Reference: Vartak, Thiagarajan, Miranda, Bratman and Larochelle. "A Meta-Learning Perspective on
 Cold-Start Recommendations for Items." NeurIPS 2017. The models' docstrings list the departures.
+
+Each user is a task. Items are seen only through their content: ``F(j)`` is an MLP on the shared
+:class:`~recbole_fewshot.nn.content.ItemContentEncoder`. A user's support set is their training history:
+positives (their last ``max_history_len`` training items) and negatives (warm items, i.e. items with a
+training interaction, that the user never interacted with, weighted by training count to the power
+``negative_sampling_power``). The class representatives are ``R^1_u`` = mean ``F`` of the positives
+and ``R^0_u`` = mean ``F`` of the negatives; a subclass turns them into the user's classifier, which
+scores any item (a new one included) from its content. A new item's K support interactions are
+training interactions like any other: they enter their users' histories, nothing more.
+
+* Training, one episode per row of RecBole's pairwise batch: the queries are the row's item (label 1)
+  and one negative drawn for the row (label 0); the support is the user's history without the query
+  item, and ``negative_support_size`` further draws without the query negative. Every draw is fresh.
+  Loss: binary cross-entropy on the queries. RecBole's own sampled negative item is not used.
+* Evaluation: ``R^1_u`` is the mean over the history (nothing left out) and ``R^0_u`` the exact weighted mean over
+  the user's negatives (what the training draws estimate), so scores are deterministic. Every user's
+  classifier and every item's ``F`` are computed once per evaluation (``CACHED``).
 """
 
 from __future__ import annotations
@@ -18,162 +35,157 @@ from recbole_fewshot.nn.caches import DerivedCaches
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
 
-
-def sample_non_buyers(train: TrainingInteractions, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``size`` training non-buyers per item, uniformly with replacement ([n_items, size], 0-padded), and their number.
-
-    Items bought by (nearly) every user may get fewer; the padding item 0 gets none.
-    """
-    rng = np.random.default_rng(seed)
-    n_users, n_items = train.n_users, train.n_items
-    items = np.repeat(np.arange(n_items), train.item_count.numpy())
-    bought = np.unique(items.astype(np.int64) * n_users + train.item_users.numpy())
-    rows = np.arange(n_items, dtype=np.int64)[:, None] * n_users
-    users = rng.integers(1, n_users, size=(n_items, size)) if n_users > 1 else np.zeros((n_items, size), np.int64)
-    bad = np.isin(rows + users, bought) | (users == 0)
-    for _ in range(50):
-        if not bad.any():
-            break
-        users[bad] = rng.integers(1, max(n_users, 2), size=int(bad.sum()))
-        bad = np.isin(rows + users, bought) | (users == 0)
-    bad[0] = True
-    order = np.argsort(bad, axis=1, kind="stable")  # kept users first
-    users = np.where(np.take_along_axis(bad, order, 1), 0, np.take_along_axis(users, order, 1))
-    return torch.as_tensor(users, dtype=torch.long), torch.as_tensor((~bad).sum(1), dtype=torch.long)
+RESAMPLING_ROUNDS = 10  # redraws of a negative that hit an item of the user's before it is dropped
 
 
-class SupportSetClassifier(DerivedCaches, GeneralRecommender):
-    r"""Vartak et al.'s frame: an item is the classifier induced by its positive and negative support users.
+def _masked_mean(index: torch.Tensor, mask: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Mean of ``table`` rows ``index`` ([N, S]) where ``mask`` holds, per row; zero for an empty row."""
+    weights = mask.to(table.dtype)
+    total = F.embedding_bag(index, table, mode="sum", per_sample_weights=weights)
+    return total / weights.sum(-1, keepdim=True).clamp_min(1.0)
 
-    Subclasses define ``classifier`` (class representatives to item-specific parameters) and
-    ``apply_classifier`` (user embeddings and those parameters to logits, broadcasting).
+
+class UserTaskClassifier(DerivedCaches, GeneralRecommender):
+    r"""Each user is a task whose classifier comes from the class representatives of their history.
+
+    Subclasses define ``adapt`` (class representatives to user-specific parameters) and ``classify``
+    (those parameters and item vectors ``F(j)`` to logits, broadcasting).
     """
 
     input_type = InputType.PAIRWISE
-    CACHED = ("_eval_tables",)  # the item classifiers: dropped by train()/eval() and load_state_dict
+    CACHED = ("_eval_tables",)  # user classifiers and item vectors: dropped by train()/eval() and load_state_dict
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         d = config["embedding_size"]
         self.embedding_size = d
-        self.max_shots = config["max_shots"]
+        self.negative_support_size = config["negative_support_size"]
 
         train = TrainingInteractions(dataset, config["max_history_len"])
         self.register_buffer("history", train.history, persistent=False)
-        support, support_len = train.support_matrix(self.max_shots)
-        self.register_buffer("support", support, persistent=False)
-        self.register_buffer("support_len", support_len, persistent=False)
-        neg_support, neg_support_len = sample_non_buyers(train, config["neg_support_size"], config["seed"])
-        self.register_buffer("neg_support", neg_support, persistent=False)
-        self.register_buffer("neg_support_len", neg_support_len, persistent=False)
+        # distinct training (user, item) pairs as sorted keys user * n_items + item
+        inter = dataset.inter_feat
+        keys = np.unique(inter[dataset.uid_field].numpy().astype(np.int64) * self.n_items
+                         + inter[dataset.iid_field].numpy().astype(np.int64))
+        self.register_buffer("seen_keys", torch.as_tensor(keys, dtype=torch.long), persistent=False)
+        # each item's weight as a negative: training count ** power, 0 for items without one
+        counts = train.item_count.double()
+        pool = torch.where(counts > 0, counts.clamp_min(1.0) ** config["negative_sampling_power"], 0.0)
+        self.register_buffer("pool_weight", pool.float(), persistent=False)
 
-        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
         self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
-        self.loss = nn.BCEWithLogitsLoss()
+        layers, width = [], d
+        for size in config["item_hidden_size"]:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        self.item_network = nn.Sequential(*layers, nn.Linear(width, d))  # F on top of the content vector
         self._eval_tables: tuple | None = None
 
     # --- subclass interface ---------------------------------------------------------------------
-    def classifier(self, r0: torch.Tensor, r1: torch.Tensor) -> list[torch.Tensor]:
-        """Item-specific parameters from the negative and positive class representatives ``[..., d]``."""
+    def adapt(self, r0: torch.Tensor, r1: torch.Tensor) -> list[torch.Tensor]:
+        """User-specific parameters from the negative and positive class representatives ``[..., d]``."""
         raise NotImplementedError
 
-    def apply_classifier(self, user_vec: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        """Logits of users ``[..., d]`` under item classifiers ``params`` (broadcasting)."""
+    def classify(self, params: list[torch.Tensor], item_vec: torch.Tensor) -> torch.Tensor:
+        """Logits of items ``F(j)`` ``[..., d]`` under user classifiers ``params`` (broadcasting)."""
         raise NotImplementedError
 
-    # --- users ----------------------------------------------------------------------------------
-    def user_vectors(self, users: torch.Tensor, masked_items: torch.Tensor | None = None) -> torch.Tensor:
-        """F(u): mean item embedding of each user's training history without ``masked_items``, ``[*users.shape, d]``."""
-        history = self.history[users]
-        if masked_items is not None:
-            history = history * (history != masked_items.unsqueeze(-1))
-        flat = history.reshape(-1, history.shape[-1])
-        pooled = F.embedding_bag(flat, self.item_embedding.weight, mode="mean", padding_idx=0)
-        return pooled.view(*users.shape, self.embedding_size)
+    def score_table(self, params: list[torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, n_items]`` of every item of ``table`` under each of B users' ``params``."""
+        return self.classify([p.unsqueeze(1) for p in params], table.unsqueeze(0))
 
     # --- items ----------------------------------------------------------------------------------
-    @staticmethod
-    def _members(users: torch.Tensor, length: torch.Tensor, exclude: torch.Tensor | None,
-                 shots: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Support users and their mask, without ``exclude`` and cut to the first ``shots`` remaining."""
-        positions = torch.arange(users.shape[-1], device=users.device)
-        valid = positions < length.unsqueeze(-1)
-        if exclude is not None:
-            valid = valid & (users != exclude.unsqueeze(-1))
-        if shots is not None:
-            order = torch.argsort((~valid).to(torch.int8), dim=-1, stable=True)
-            users, valid = users.gather(-1, order), valid.gather(-1, order)
-            valid = valid & (positions < shots.unsqueeze(-1))
-        return users, valid
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """``F(j)`` of ``items`` from their content alone, ``[*items.shape, d]``; each distinct item once."""
+        unique, inverse = torch.unique(items.reshape(-1), return_inverse=True)
+        return self.item_network(self.content(unique))[inverse].view(*items.shape, self.embedding_size)
 
-    def _class_mean(self, users: torch.Tensor, valid: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean F over the valid ``users`` of each row (and ``extra`` as one more member); zero if empty."""
-        unique, inverse = torch.unique(users, return_inverse=True)  # each distinct user encoded once
-        width = users.shape[-1]
-        total = F.embedding_bag(inverse.reshape(-1, width), self.user_vectors(unique), mode="sum",
-                                per_sample_weights=valid.reshape(-1, width).float())
-        total = total.view(*users.shape[:-1], self.embedding_size)
-        count = valid.sum(-1, keepdim=True).float()
-        if extra is not None:
-            total, count = total + extra, count + 1
-        return total / count.clamp_min(1.0)
+    # --- users ----------------------------------------------------------------------------------
+    def has_seen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Whether user ``users`` (broadcast against ``items``) interacted with ``items`` in training."""
+        keys = users * self.n_items + items
+        if not len(self.seen_keys):
+            return torch.zeros_like(keys, dtype=torch.bool)
+        at = torch.searchsorted(self.seen_keys, keys).clamp(max=len(self.seen_keys) - 1)
+        return self.seen_keys[at] == keys
 
-    def representatives(self, items: torch.Tensor, exclude: torch.Tensor | None = None,
-                        shots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class representatives ``(R^0, R^1)`` of ``items`` (``[*items.shape, d]`` each).
+    def sample_negatives(self, users: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` negatives per user, ``[len(users), size]``: items drawn with replacement in proportion to
+        ``pool_weight`` (torch's generator), redrawn while the user interacted with them; and which draws
+        are kept (a draw still hitting the user's items after ``RESAMPLING_ROUNDS`` is not)."""
+        shape = (len(users), size)
+        if not self.pool_weight.any():  # no item has a training interaction: no negatives
+            return users.new_zeros(shape), torch.zeros(shape, dtype=torch.bool, device=users.device)
+        items = torch.multinomial(self.pool_weight, shape[0] * shape[1], replacement=True).view(shape)
+        bad = self.has_seen(users.unsqueeze(1), items)
+        for _ in range(RESAMPLING_ROUNDS):
+            if not bad.any():
+                break
+            items = items.masked_scatter(bad, torch.multinomial(self.pool_weight, int(bad.sum()), replacement=True))
+            bad = self.has_seen(users.unsqueeze(1), items)
+        return items, ~bad
 
-        ``exclude``: a user per item left out of both classes; ``shots``: positive support size per item.
-        """
-        pos, pos_valid = self._members(self.support[items], self.support_len[items], exclude, shots)
-        neg, neg_valid = self._members(self.neg_support[items], self.neg_support_len[items], exclude, None)
-        content = self.content(items) if self.content.has_content else None
-        return self._class_mean(neg, neg_valid), self._class_mean(pos, pos_valid, content)
+    def representatives(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation class representatives ``(R^0_u, R^1_u)`` of ``users`` (``[*users.shape, d]`` each)."""
+        table = self.item_vectors(torch.arange(self.n_items, device=users.device))
+        r0, r1 = self._representatives(users.reshape(-1), table)
+        return r0.view(*users.shape, -1), r1.view(*users.shape, -1)
 
-    def _pair_scores(self, users: torch.Tensor, items: torch.Tensor, user_vec: torch.Tensor,
-                     shots: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of (user, item) pairs, the user left out of the item's support."""
-        return self.apply_classifier(user_vec, self.classifier(*self.representatives(items, users, shots)))
+    def _representatives(self, users: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``R^1``: mean ``F`` of the history; ``R^0``: ``pool_weight``-weighted mean ``F`` of the items with a
+        training interaction that the user has none with (every item's, less the user's own)."""
+        history = self.history[users]
+        r1 = _masked_mean(history, history > 0, table)
+        weight = self.pool_weight
+        seen_users, seen_items = self.seen_keys // self.n_items, self.seen_keys % self.n_items
+        seen_sum = table.new_zeros(self.n_users, self.embedding_size).index_add_(
+            0, seen_users, table[seen_items] * weight[seen_items].unsqueeze(1))
+        seen_weight = weight.new_zeros(self.n_users).index_add_(0, seen_users, weight[seen_items])
+        negative_sum = (weight.unsqueeze(1) * table).sum(0) - seen_sum[users]
+        r0 = negative_sum / (weight.sum() - seen_weight[users]).clamp_min(1e-6).unsqueeze(1)
+        return r0, r1
 
-    # --- RecBole interface ----------------------------------------------------------------------
-    def calculate_loss(self, interaction):
-        user = interaction[self.USER_ID]
-        pos_item = interaction[self.ITEM_ID]
-        neg_item = interaction[self.NEG_ITEM_ID]
-        user_vec = self.user_vectors(user, masked_items=pos_item)
-        scores, labels = [], []
-        for items, label in ((pos_item, 1.0), (neg_item, 0.0)):
-            shots = torch.randint(0, self.max_shots + 1, items.shape, device=items.device)
-            scores.append(self._pair_scores(user, items, user_vec, shots))
-            labels.append(torch.full_like(scores[-1], label))
-        return self.loss(torch.cat(scores), torch.cat(labels))
-
-    def predict(self, interaction):
-        user = interaction[self.USER_ID]
-        item = interaction[self.ITEM_ID]
-        return self._pair_scores(user, item, self.user_vectors(user))
-
-    def _all_items(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Every user's F and every item's classifier (stored supports), computed once per evaluation."""
+    def _eval(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every user's classifier and every item's ``F``, computed once per evaluation."""
         if self._eval_tables is None or self.training:
+            table = self.item_vectors(torch.arange(self.n_items, device=self.history.device))
             users = torch.arange(self.n_users, device=self.history.device)
-            items = torch.arange(self.n_items, device=self.history.device)
-            tables = (self.user_vectors(users), self.classifier(*self.representatives(items)))
+            tables = (self.adapt(*self._representatives(users, table)), table)
             if self.training:
                 return tables
             self._eval_tables = tables
         return self._eval_tables
 
+    # --- RecBole interface ----------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        user = interaction[self.USER_ID]
+        pos_item = interaction[self.ITEM_ID]
+        history = self.history[user]
+        negatives, kept = self.sample_negatives(user, self.negative_support_size + 1)
+        neg_item = negatives[:, 0]  # the query negative; the other draws are the support negatives
+        width = history.shape[1]
+        items = torch.cat([history, negatives, pos_item.unsqueeze(1)], dim=1)
+        unique, inverse = torch.unique(items, return_inverse=True)  # each distinct item encoded once
+        table = self.item_vectors(unique)
+        # the episode's queries never sit in its support
+        r1 = _masked_mean(inverse[:, :width], (history > 0) & (history != pos_item.unsqueeze(1)), table)
+        support_kept = kept[:, 1:] & (negatives[:, 1:] != neg_item.unsqueeze(1))
+        r0 = _masked_mean(inverse[:, width + 1: -1], support_kept, table)
+        queries = table[torch.stack([inverse[:, -1], inverse[:, width]])]  # [2, B, d]: positive, negative
+        logits = self.classify(self.adapt(r0, r1), queries)
+        labels = torch.zeros_like(logits)
+        labels[0] = 1.0
+        weights = torch.ones_like(logits)
+        weights[1] = kept[:, 0].to(logits.dtype)  # a query negative that could not be drawn carries no loss
+        return F.binary_cross_entropy_with_logits(logits, labels, weights, reduction="sum") / weights.sum()
+
+    def predict(self, interaction):
+        user = interaction[self.USER_ID]
+        item = interaction[self.ITEM_ID]
+        params, table = self._eval()
+        return self.classify([p[user] for p in params], table[item])
+
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
-        user_table, params = self._all_items()
-        user_vec = user_table[user]
-        scores = self.apply_classifier(user_vec.unsqueeze(1), [p.unsqueeze(0) for p in params])
-        # Pairs whose user sits in the item's stored support are rescored without that user.
-        in_support = torch.zeros_like(scores, dtype=torch.bool)
-        for members, length in ((self.support, self.support_len), (self.neg_support, self.neg_support_len)):
-            _, valid = self._members(members, length, None, None)
-            in_support |= ((members.unsqueeze(0) == user.view(-1, 1, 1)) & valid.unsqueeze(0)).any(-1)
-        rows, items = in_support.nonzero(as_tuple=True)
-        if len(rows):
-            scores[rows, items] = self._pair_scores(user[rows], items, user_vec[rows])
-        return scores.view(-1)
+        params, table = self._eval()
+        return self.score_table([p[user] for p in params], table).view(-1)
