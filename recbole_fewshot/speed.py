@@ -74,27 +74,24 @@ def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
 
 def encoder_floor(model, train_data, runs: int) -> tuple[float, float]:
     """Seconds (fastest of ``runs``) of FewShotRec's behaviour encoder alone: forward and backward over each
-    user-grouped training batch's users' histories, with fixed item vectors standing in for the item
-    module; and forward without gradients over every user once, as an evaluation encodes them."""
+    user-grouped training batch's users' histories of backbone item vectors; and forward without gradients
+    over every user once, as an evaluation encodes them."""
     from recbole_fewshot.trainer.user_grouped import UserGroupedBatches
 
     device = model.history.device
     uid = train_data._dataset.inter_feat[train_data._dataset.uid_field]
     batch_users = [torch.unique(uid[torch.as_tensor(rows)]).to(device)
                    for rows in UserGroupedBatches(train_data, epoch=0, seed=0).batches]
-    items = torch.randn(model.n_items, model.embedding_size, device=device)
 
     def train_epoch(_):
         model.train()
         for users in batch_users:
-            history = model.history[users]
-            embedded = items[history].requires_grad_()
-            model.encode_history(history, embedded).sum().backward()
+            model.history_states(users).sum().backward()
 
     def every_user(_):
         model.eval()
         with torch.no_grad():
-            model.encode_every_user(items)
+            model.served_users(torch.arange(model.n_users, device=device))
 
     return _fastest(device, runs, train_epoch), _fastest(device, runs, every_user)
 

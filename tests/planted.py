@@ -67,7 +67,6 @@ FAST_CONFIG = {
     "reproducibility": True,
     "seed": 2020,
     "checkpoint_dir": None,  # set per test
-    "warm_epochs": 1,  # FewShotRec's unevaluated warm epochs (default 10): one keeps the path tested and fast
     # Unit tests run on the CPU, building tensors by hand; tests/test_gpu.py runs every model on CUDA.
     # RecBole 1.2.1 needs both keys: gpu_id picks the device, and with use_gpu left True on a CUDA machine
     # run_recbole's get_environment asks torch for the GPU memory of the CPU device and fails.

@@ -233,7 +233,7 @@ def test_every_backbone_model_reads_the_shared_settings(model):
     assert (config["backbone_learning_rate"], config["backbone_holdout"]) == (0.05, 0.2)
 
 
-@pytest.mark.parametrize("model", ["FewShotRec", "CLCRec", "LWA"])
+@pytest.mark.parametrize("model", ["ContentProfile", "CLCRec", "LWA"])
 def test_models_without_a_backbone_do_not_get_its_settings(model):
     from recbole.config import Config
 
@@ -301,6 +301,8 @@ def test_the_benchmark_shares_backbones_and_records_the_early_stop(tmp_path):
     _, config = bench.cell_config(bench.Cell("DeepMusic", 3, 2020), "split", tmp_path, "new", {}, tmp_path / "out")
     assert config["backbone_cache_dir"] == str(tmp_path / "out" / "backbones")
     _, config = bench.cell_config(bench.Cell("FewShotRec-GRU", 3, 2020), "split", tmp_path, "new", {}, tmp_path / "out")
+    assert config["backbone_cache_dir"] == str(tmp_path / "out" / "backbones"), "FewShotRec shares the peers' backbone"
+    _, config = bench.cell_config(bench.Cell("CLCRec", 3, 2020), "split", tmp_path, "new", {}, tmp_path / "out")
     assert "backbone_cache_dir" not in config
     one = bench._params_hash("DeepMusic", "split", {"backbone_cache_dir": "here"})
     assert bench._params_hash("DeepMusic", "split", {"backbone_cache_dir": "there"}) == one
@@ -309,13 +311,13 @@ def test_the_benchmark_shares_backbones_and_records_the_early_stop(tmp_path):
 
 def test_a_changed_shared_setting_makes_new_benchmark_cells(tmp_path, monkeypatch):
     before = bench._params_hash("DeepMusic", "split", {"epochs": 1})
-    unaffected = bench._params_hash("FewShotRec", "split", {"epochs": 1})
+    unaffected = bench._params_hash("CLCRec", "split", {"epochs": 1})
     changed = tmp_path / "backbone.yaml"
     shipped = registry.BACKBONE_CONFIG_FILE.read_text()
     changed.write_text(shipped.replace("backbone_holdout: 0.1", "backbone_holdout: 0.2"))
     monkeypatch.setattr(registry, "BACKBONE_CONFIG_FILE", changed)
     assert bench._params_hash("DeepMusic", "split", {"epochs": 1}) != before
-    assert bench._params_hash("FewShotRec", "split", {"epochs": 1}) == unaffected
+    assert bench._params_hash("CLCRec", "split", {"epochs": 1}) == unaffected
 
 
 # --- distributed --------------------------------------------------------------------------------

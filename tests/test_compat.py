@@ -117,7 +117,8 @@ def test_known_models_and_classes_pass_through():
 # --- plugin_model_defaults -----------------------------------------------------------------------
 
 @pytest.mark.usefixtures("in_tmp")
-@pytest.mark.parametrize("plugin, shared", [("ALDI", ["backbone.yaml"]), ("FewShotRec", [])])
+@pytest.mark.parametrize("plugin, shared", [("ALDI", ["backbone.yaml"]), ("FewShotRec", ["backbone.yaml"]),
+                                            ("CLCRec", [])])
 def test_plugin_yaml_is_loaded_right_after_overall_yaml(monkeypatch, plugin, shared):
     """A model with a warm backbone reads the shared properties/backbone.yaml first, then its own yaml."""
     from recbole_fewshot import registry
@@ -233,26 +234,24 @@ def test_an_unpickled_config_loads_a_float_seq_dataset_in_a_fresh_process(tmp_pa
 
 
 def test_an_unpickled_config_gives_settings_it_predates_their_defaults(planted_k2, in_tmp, caplog):
-    """A FewShotRec checkpoint saved before `support_users`, `episode_negatives`, `content_min_items`,
-    `buyer_overlap` and `gru_history_mean` existed still builds, as it was trained."""
+    """A checkpoint saved before a model gained settings still builds: the model's defaults fill them in,
+    and a shared backbone setting whose default changed the backbone takes the value from before it."""
     import logging
     import pickle
 
     from recbole.utils import get_model
 
     config, _, train_data, _, _ = build_pipeline("FewShotRec", *planted_k2, in_tmp, behaviour_encoder="cnn")
-    for key in ("support_users", "episode_negatives", "content_min_items", "buyer_overlap", "gru_history_mean"):
+    for key in ("freeze_backbone", "ridge_lambda", "backbone_holdout"):
         del config.final_config_dict[key]
-    with pytest.raises(ValueError, match="got None"):
+    with pytest.raises(ValueError, match="ridge_lambda must be a number"):
         get_model("FewShotRec")(config, train_data._dataset)
     with caplog.at_level(logging.WARNING):
         restored = pickle.loads(pickle.dumps(config, protocol=4))
-    assert "predates buyer_overlap, content_min_items, episode_negatives, gru_history_mean, support_users" in caplog.text
-    assert (restored["support_users"], restored["episode_negatives"]) == ("embedding", "sampled")
-    assert restored["content_min_items"] == 1 != config_default("FewShotRec", "content_min_items"), \
-        "a setting whose default changed the model takes the value from before it existed"
-    assert restored["buyer_overlap"] is False is not config_default("FewShotRec", "buyer_overlap")
-    assert restored["gru_history_mean"] is False is not config_default("FewShotRec", "gru_history_mean")
+    assert "predates backbone_holdout, freeze_backbone, ridge_lambda" in caplog.text
+    assert (restored["freeze_backbone"], restored["ridge_lambda"]) == (
+        config_default("FewShotRec", "freeze_backbone"), config_default("FewShotRec", "ridge_lambda"))
+    assert restored["backbone_holdout"] == 0.0, "a backbone trained before its holdout existed trained on every row"
     assert (restored["behaviour_encoder"], restored["embedding_size"]) == ("cnn", 16)  # the saved values stay
     assert type(get_model("FewShotRec")(restored, train_data._dataset).encoder).__name__ == "CNNBehaviourEncoder"
     bpr, *_ = build_pipeline("BPR", *planted_k2, in_tmp)

@@ -24,7 +24,7 @@ FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, tor
              torch.sparse_csr_tensor}
 # these take the device of tensor data passed to them (``torch.sparse_coo_tensor(indices, values)``)
 FROM_DATA = {torch.tensor, torch.as_tensor, torch.sparse_coo_tensor, torch.sparse_csr_tensor}
-CASES = test_gpu.CASES + [("FewShotRec", {"episode_negatives": "in_batch"})]  # the models and variants run on CUDA
+CASES = test_gpu.CASES  # the models and variants run on CUDA
 
 
 class DeviceNotNamed(TorchFunctionMode):

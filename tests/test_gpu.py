@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a 
 ON_CUDA = {"gpu_id": "0", "use_gpu": True}  # the unit tests' FAST_CONFIG pins the CPU
 CASES = [(model, {}) for model in sorted(plugin_models())] + [
     ("FewShotRec", {"behaviour_encoder": "cnn"}),
-    ("FewShotRec", {"support_users": "history"}),
+    ("FewShotRec", {"freeze_backbone": False}),
 ]
 
 

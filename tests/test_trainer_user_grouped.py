@@ -63,23 +63,21 @@ def test_processes_share_out_users_and_make_the_same_number_of_batches(train_dat
     assert not set(users[rows[0]]) & set(users[rows[1]]), "each user is trained by one process"
 
 
-def test_warm_epochs_train_without_episodes_then_fit_as_usual(planted_k2, in_tmp):
+def test_fit_reads_the_backbone_and_the_transfer_before_the_episodes(planted_k2, in_tmp):
     name, data_path = planted_k2
     config, _, train_data, valid_data, _ = build_pipeline(
-        "FewShotRec", name, data_path, in_tmp, warm_epochs=2, epochs=2, train_batch_size=64)
+        "FewShotRec", name, data_path, in_tmp, epochs=1, train_batch_size=64, backbone_epochs=5)
     trainer = build_trainer(config, train_data)
     model = trainer.model
-    calls = []
+    seen = []
     train_step = model.calculate_loss
 
     def recording_step(interaction):
-        calls.append((model.meta_ratio, model.alignment_weight))
+        seen.append(float(model.ridge_weight.abs().sum()))
         return train_step(interaction)
 
     model.calculate_loss = recording_step
     trainer.fit(train_data, valid_data, saved=False)
-    per_epoch = len(UserGroupedBatches(train_data, 0, config["seed"]))
-    assert list(trainer.train_loss_dict) == ["warm-1", "warm-2", 0, 1]
-    assert calls[: 2 * per_epoch] == [(0.0, 0.0)] * (2 * per_epoch)
-    assert calls[2 * per_epoch:] == [(config["meta_ratio"], config["alignment_weight"])] * (2 * per_epoch)
-    assert config["meta_ratio"] > 0 and config["alignment_weight"] > 0
+    assert len(seen) == len(UserGroupedBatches(train_data, 0, config["seed"])), "one epoch of user-grouped batches"
+    assert all(value > 0 for value in seen), "the content map is read from the backbone before the first episode"
+    assert model.backbone_best_epoch is not None and not model.backbone.user_embedding.weight.requires_grad

@@ -1,5 +1,7 @@
 """Trainers of plugin models that need one, found by RecBole as ``recbole.trainer.<Model>Trainer``."""
 
+from torch.nn.parallel import DistributedDataParallel
+
 from recbole_fewshot.trainer.backbone import WarmBackboneTrainer
 from recbole_fewshot.trainer.user_grouped import UserGroupedTrainer
 
@@ -36,23 +38,19 @@ class GARTrainer(WarmBackboneTrainer):
     """Pretrains (or loads) GAR's warm BPR embeddings, then trains generator and recommender."""
 
 
-class FewShotRecTrainer(UserGroupedTrainer):
-    """Trains FewShotRec on user-grouped batches, so each user's history is encoded about once per epoch.
+class FewShotRecTrainer(UserGroupedTrainer, WarmBackboneTrainer):
+    """Pretrains (or loads) FewShotRec's warm backbone, reads the transfer from it (content map, buyers'
+    score scale), then trains the episodes on user-grouped batches, so each user's history is encoded
+    about once per epoch. With ``freeze_backbone: False`` the backbone is then fine-tuned with them."""
 
-    ``fit`` first trains ``warm_epochs`` epochs without episodes or alignment and without evaluation
-    (the warm recommender, as the peers' backbone epochs), then RecBole's own ``fit`` adds them, with
-    evaluation and early stopping. The warm epochs appear in ``train_loss_dict`` as ``warm-1`` ...
-    """
-
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        model = getattr(self.model, "module", self.model)  # under DistributedDataParallel
-        with model.without_episodes():
-            for epoch in range(self.config["warm_epochs"] or 0):
-                loss = self._train_epoch(train_data, epoch, show_progress=show_progress)
-                self.train_loss_dict[f"warm-{epoch + 1}"] = loss
-                if verbose:
-                    self.logger.info(f"warm epoch {epoch + 1}: train loss {loss:.4f}")
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+    def prepare_backbone(self, train_data) -> None:
+        super().prepare_backbone(train_data)
+        model = self.model
+        model.prepare_transfer()
+        if not model.freeze_backbone:
+            model.backbone.requires_grad_(True)
+            if not self.config["single_spec"]:  # wrapped again: the backbone trains with the model
+                self.distributed_model = DistributedDataParallel(model, device_ids=self.distributed_model.device_ids)
 
 
 class BackboneFloorTrainer(WarmBackboneTrainer):

@@ -197,6 +197,7 @@ class WarmBackboneTrainer(Trainer):
         world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
         seed = int(config["seed"])
         _initialise(backbone, seed)
+        backbone.requires_grad_(True)  # frozen by an earlier fit
         order_generator = torch.Generator().manual_seed(seed)  # the same epoch order on every process
         negative_generator = torch.Generator().manual_seed(seed * 1000 + 1 + rank)
         known = torch.unique(train_users * n_items + train_items)  # sorted pairs: negatives avoid them
