@@ -32,9 +32,10 @@ CELL_COLUMNS = KEY_COLUMNS[:-1]  # a cell, whatever its parameters
 TIMING_COLUMNS = ["epochs", "train_seconds", "seconds_per_epoch", "eval_seconds", "peak_memory_mb"]
 BASELINES = ["Random", "Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "MultiVAE", "ENMF"]
 PEERS = ["DropoutNet", "Heater", "MetaEmb", "MWUF", "LWA", "NLBA", "DeepMusic", "CLCRec", "CVAR", "ALDI", "GAR"]
-DEFAULT_MODELS = BASELINES + PEERS + ["FewShotRec-GRU", "FewShotRec-CNN"]
+FLOORS = ["ContentProfile", "ContentKNN", "ContentRidge"]
+DEFAULT_MODELS = BASELINES + FLOORS + PEERS + ["FewShotRec-GRU", "FewShotRec-CNN"]
 # The main job (`make run`): a few models, K = 0 and 3, one seed, short training.
-QUICK_MODELS = ["Random", "Pop", "BPR", "DeepMusic", "FewShotRec-GRU", "FewShotRec-CNN"]
+QUICK_MODELS = ["Random", "Pop", "BPR", "ContentRidge", "DeepMusic", "FewShotRec-GRU", "FewShotRec-CNN"]
 QUICK_OVERRIDES = {"epochs": 10, "stopping_step": 3}  # a warm backbone still trains to its early stop
 
 

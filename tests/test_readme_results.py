@@ -1,4 +1,4 @@
-"""The README's results tables are the benchmark's own summaries in docs/results, cell for cell."""
+"""The results tables of docs/results/README.md are the benchmark's own summaries there, cell for cell."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 K_TABLE = re.compile(r"^\| model(?: \| K = \d+)+ \|\n\|---(?:\|---)+\|\n((?:\|.*\|\n)+)", re.MULTILINE)
 
 
@@ -25,14 +25,14 @@ def first_k_table(markdown: str, after: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("heading, results", [
-    ("## Results", "docs/results/ml-100k/results.md"),
-    ("### Online Retail: real new products", "docs/results/online_retail/results.md"),
-    ("K = 3 with `--candidates all` (every item is a candidate", "docs/results/ml-100k-all/results.md"),
-    ("With five seeds (session 13)", "docs/results/ml-100k-5seeds/results.md"),
-    ("K = 3 with `--candidates all` (new products ranked among all", "docs/results/online_retail-all/results.md"),
+    ("## ml-100k", "ml-100k/results.md"),
+    ("## Online Retail: real new products", "online_retail/results.md"),
+    ("K = 3 with `--candidates all` (every item is a candidate", "ml-100k-all/results.md"),
+    ("With five seeds", "ml-100k-5seeds/results.md"),
+    ("K = 3 with `--candidates all` (new products ranked among all", "online_retail-all/results.md"),
 ])
 def test_readme_table_is_the_rendered_summary(heading, results):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (RESULTS / "README.md").read_text(encoding="utf-8")
     assert f"]({results})" in readme[readme.index(heading):], f"the section {heading!r} must link {results}"
-    rendered = first_k_table((ROOT / results).read_text(encoding="utf-8"), "## Summary")
+    rendered = first_k_table((RESULTS / results).read_text(encoding="utf-8"), "## Summary")
     assert first_k_table(readme, heading) == rendered
