@@ -26,7 +26,6 @@ from pathlib import Path
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_METRICS = ["Recall", "NDCG", "Hit", "MRR", "Precision", "ItemCoverage"]
 KEY_COLUMNS = ["dataset", "model", "shots", "seed", "candidates", "params"]
 CELL_COLUMNS = KEY_COLUMNS[:-1]  # a cell, whatever its parameters
 TIMING_COLUMNS = ["epochs", "train_seconds", "seconds_per_epoch", "eval_seconds", "peak_memory_mb"]

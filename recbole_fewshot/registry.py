@@ -1,11 +1,13 @@
 """Registering plugin models with RecBole 1.2.1, which has no entry-point registry.
 
-RecBole resolves names in three places, and each is served here:
+RecBole resolves models and trainers by name, and both are served here:
 
 * models: ``get_model`` calls ``importlib.util.find_spec('recbole.model.<type>_recommender.<lowercase>')``,
   which consults ``sys.modules`` first, so every plugin model module is aliased there;
-* trainers: ``get_trainer`` looks up the attribute ``recbole.trainer.<Model>Trainer``;
-* datasets: ``create_dataset`` looks up ``recbole.data.dataset.<Model>Dataset``.
+* trainers: ``get_trainer`` looks up the attribute ``recbole.trainer.<Model>Trainer``.
+
+(RecBole's third lookup, ``recbole.data.dataset.<Model>Dataset``, is not needed: every plugin model runs
+on RecBole's own datasets.)
 
 Model defaults come from ``recbole_fewshot/properties/model/<Model>.yaml`` (see ``compat``), after
 ``recbole_fewshot/properties/backbone.yaml`` for the models trained after a warm backbone.
@@ -23,7 +25,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import recbole
-import recbole.data.dataset
 import recbole.trainer
 from recbole.utils import ModelType
 
@@ -93,9 +94,8 @@ def model_config_files(model: str) -> list[Path]:
 
 
 def register_all() -> None:
-    """Make every plugin model, trainer and dataset visible to RecBole's lookups; idempotent."""
+    """Make every plugin model and trainer visible to RecBole's lookups; idempotent."""
     trainers = importlib.import_module("recbole_fewshot.trainer")
-    datasets = importlib.import_module("recbole_fewshot.data")
     clashes = set(plugin_models()) & set(builtin_models())
     if clashes:
         raise ImportError(f"plugin models {sorted(clashes)} shadow RecBole built-ins; rename them")
@@ -105,6 +105,3 @@ def register_all() -> None:
         trainer = getattr(trainers, f"{name}Trainer", None)
         if trainer is not None:
             setattr(recbole.trainer, f"{name}Trainer", trainer)
-        dataset = getattr(datasets, f"{name}Dataset", None)
-        if dataset is not None:
-            setattr(recbole.data.dataset, f"{name}Dataset", dataset)

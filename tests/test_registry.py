@@ -61,18 +61,6 @@ def test_get_trainer_finds_plugin_trainers(name):
         assert issubclass(found, Trainer)
 
 
-@pytest.mark.parametrize("name", PLUGIN_MODELS)
-def test_create_dataset_finds_plugin_datasets(name):
-    import recbole.data.dataset
-
-    datasets = importlib.import_module("recbole_fewshot.data")
-    plugin_dataset = getattr(datasets, f"{name}Dataset", None)
-    if plugin_dataset is not None:
-        assert getattr(recbole.data.dataset, f"{name}Dataset") is plugin_dataset
-    else:
-        assert not hasattr(recbole.data.dataset, f"{name}Dataset")
-
-
 def test_builtin_models_still_resolve():
     from recbole.model.general_recommender import BPR
     from recbole.utils import get_model, get_trainer

@@ -54,10 +54,6 @@ class TrainingInteractions:
                 lengths[key] = len(tail)
         return torch.as_tensor(matrix), torch.as_tensor(lengths)
 
-    def support_users(self, item: int) -> torch.Tensor:
-        """All training buyers of ``item``, chronologically."""
-        return self.item_users[self.item_ptr[item]: self.item_ptr[item + 1]]
-
     def support_matrix(self, max_support: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every item's first ``max_support`` buyers ([n_items, max_support], 0-padded) and their number."""
         counts = self.item_count.clamp(max=max_support)
