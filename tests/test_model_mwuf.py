@@ -141,12 +141,18 @@ def _perturbed_mwuf(in_tmp):
     return model, train_data._dataset
 
 
-def test_cold_loss_scores_negatives_with_their_frozen_base_vector(in_tmp):
+def _loss_after_backward(in_tmp, support: bool):
+    """The perturbed model, rows of support (L_cold) or query (L_warm) pairs with negatives, and their loss,
+    backpropagated."""
     model, dataset = _perturbed_mwuf(in_tmp)
-    user, pos, neg = _rows_with_negatives(model, dataset, support=True)
-    interaction = Interaction({model.USER_ID: user, model.ITEM_ID: pos, model.NEG_ITEM_ID: neg})
-    loss = model.calculate_loss(interaction)
+    user, pos, neg = _rows_with_negatives(model, dataset, support=support)
+    loss = model.calculate_loss(Interaction({model.USER_ID: user, model.ITEM_ID: pos, model.NEG_ITEM_ID: neg}))
     loss.backward()
+    return model, user, pos, neg, loss
+
+
+def test_cold_loss_scores_negatives_with_their_frozen_base_vector(in_tmp):
+    model, user, pos, neg, loss = _loss_after_backward(in_tmp, support=True)
     grad = model.cold_offset.weight.grad
     assert torch.count_nonzero(grad[neg]) == 0, "L_cold trained a negative item's cold embedding"
     assert (grad[pos].abs().sum(-1) > 0).all()
@@ -158,11 +164,7 @@ def test_cold_loss_scores_negatives_with_their_frozen_base_vector(in_tmp):
 
 
 def test_warm_loss_scores_negatives_with_their_frozen_base_vector(in_tmp):
-    model, dataset = _perturbed_mwuf(in_tmp)
-    user, pos, neg = _rows_with_negatives(model, dataset, support=False)
-    interaction = Interaction({model.USER_ID: user, model.ITEM_ID: pos, model.NEG_ITEM_ID: neg})
-    loss = model.calculate_loss(interaction)
-    loss.backward()
+    model, user, pos, neg, loss = _loss_after_backward(in_tmp, support=False)
     assert model.cold_offset.weight.grad is None or torch.count_nonzero(model.cold_offset.weight.grad) == 0
     assert model.backbone.item_embedding.weight.grad is None
     with torch.no_grad():

@@ -21,7 +21,7 @@ from logging import getLogger
 
 import torch
 
-from recbole_fewshot.nn.floors import BackboneFloor, item_content_vectors
+from recbole_fewshot.nn.floors import BackboneFloor, item_content_vectors, ridge_map, with_bias
 
 
 class ContentRidge(BackboneFloor):
@@ -38,18 +38,7 @@ class ContentRidge(BackboneFloor):
                                 "vector; load item features (load_col: item) for cold start")
         self.register_buffer("item_content", content, persistent=False)
 
-    def design(self, items: torch.Tensor) -> torch.Tensor:
-        """The regression inputs of ``items``: content vectors and a bias column, float64."""
-        content = self.item_content[items].double()
-        return torch.cat([content, content.new_ones(len(items), 1)], dim=1)
-
-    def ridge_map(self) -> torch.Tensor:
-        """``W``, ``[D + 1, embedding_size]`` (float64), fitted on the warm items."""
-        inputs = self.design(self.warm_items)
-        targets = self.backbone.item_embedding.weight[self.warm_items].double()
-        gram = inputs.T @ inputs
-        penalty = self.ridge_lambda * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        return torch.linalg.solve(gram + penalty, inputs.T @ targets)
-
     def cold_vectors(self) -> torch.Tensor:
-        return self.design(self.cold_items) @ self.ridge_map()
+        weight = ridge_map(self.item_content[self.warm_items], self.backbone.item_embedding.weight[self.warm_items],
+                           self.ridge_lambda)
+        return with_bias(self.item_content[self.cold_items].double()) @ weight

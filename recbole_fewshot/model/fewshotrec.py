@@ -44,6 +44,7 @@ from torch import nn
 
 from recbole_fewshot.nn.backbone import BPRBackbone
 from recbole_fewshot.nn.content import ItemContentEncoder
+from recbole_fewshot.nn.floors import ridge_map, with_bias
 from recbole_fewshot.nn.interactions import TrainingInteractions, support_mask
 from recbole_fewshot.nn.item_table import CachedItemTable
 
@@ -185,10 +186,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         training items (``y``'s scale) and the users' mean squared norm (``rho``'s scale)."""
         users, items = self.backbone.user_embedding.weight, self.backbone.item_embedding.weight
         warm = torch.nonzero(self.item_count > self.max_shots).squeeze(1)
-        inputs = self._design(self.codes[warm]).double()
-        gram = inputs.T @ inputs
-        penalty = self.ridge_lambda * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
-        self.ridge_weight.copy_(torch.linalg.solve(gram + penalty, inputs.T @ items[warm].double()).float())
+        self.ridge_weight.copy_(ridge_map(self.codes[warm], items[warm], self.ridge_lambda).float())
         owners = torch.repeat_interleave(torch.arange(self.n_items, device=items.device), self.item_count)
         scores = (users[self.item_users] * items[owners]).sum(1)
         count = torch.bincount(self.item_users, minlength=self.n_users).clamp_min(1)
@@ -196,14 +194,10 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         known = torch.bincount(self.item_users, minlength=self.n_users) > 0
         self.user_scale.copy_(users[known].pow(2).sum(1).mean().clamp_min(1e-6))
 
-    @staticmethod
-    def _design(codes: torch.Tensor) -> torch.Tensor:
-        return torch.cat([codes, codes.new_ones(len(codes), 1)], dim=1)
-
     # --- items ----------------------------------------------------------------------------------
     def content_prior(self, codes: torch.Tensor) -> torch.Tensor:
         """The content map [N, d]: the ridge map of content codes [N, D] onto the backbone's item space."""
-        return self._design(codes) @ self.ridge_weight
+        return with_bias(codes) @ self.ridge_weight
 
     def cold_item_embedding(self, codes: torch.Tensor, content: torch.Tensor, support: torch.Tensor,
                             support_len: torch.Tensor) -> torch.Tensor:

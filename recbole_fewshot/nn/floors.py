@@ -32,6 +32,20 @@ def item_content_vectors(dataset, fields: Sequence[str] | None) -> torch.Tensor:
     return content[:, content.abs().sum(0) > 0]
 
 
+def with_bias(codes: torch.Tensor) -> torch.Tensor:
+    """Content codes ``[N, D]`` with a bias column of ones, ``[N, D + 1]``: the inputs of a content ridge map."""
+    return torch.cat([codes, codes.new_ones(len(codes), 1)], dim=1)
+
+
+def ridge_map(codes: torch.Tensor, targets: torch.Tensor, ridge_lambda: float) -> torch.Tensor:
+    """``W = (X^T X + ridge_lambda I)^{-1} X^T Y`` with ``X = with_bias(codes)`` (every column penalised, the
+    bias too), solved in float64: the closed-form ridge regression of content onto ``targets``, ``[D + 1, d]``."""
+    inputs = with_bias(codes.double())
+    gram = inputs.T @ inputs
+    penalty = ridge_lambda * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(gram + penalty, inputs.T @ targets.double())
+
+
 def training_pairs(train: TrainingInteractions) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct (user, item) pairs of the training interactions, as two id tensors."""
     items = torch.repeat_interleave(torch.arange(train.n_items), train.item_count)
