@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
@@ -117,3 +118,24 @@ def test_training_free_vectors_weigh_every_field_the_same():
         assert torch.allclose(block.norm(dim=1), torch.ones(len(items)), atol=1e-5)
     title = blocks[1]
     assert torch.allclose(title[0, 1:], torch.tensor([0.5 ** 0.5, 0.5 ** 0.5]), atol=1e-6), "two words, half each"
+
+
+def test_token_lists_pool_by_sum_by_default_and_by_mean_on_request():
+    """An item's token list is the sum of its tokens' codes (a multi-hot, as the reference
+    implementations feed it), so an item with two words carries both in full; ``mean`` averages them."""
+    assert DEFAULTS["content_pooling"] == "sum"
+    items = torch.tensor([1, 2])  # item 1 says "common unique", item 2 says "common"
+    expected = {"sum": [[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]], "mean": [[0.0, 0.5, 0.5], [0.0, 1.0, 0.0]]}
+    for pooling, codes in expected.items():
+        encoder = ItemContentEncoder(Catalogue({"content_min_items": 1, "content_pooling": pooling}), 8, ["title"])
+        assert torch.allclose(encoder.field_codes(encoder.item_features(items))["title"], torch.tensor(codes))
+        with torch.no_grad():
+            words = encoder.encoders["title"].weight
+            encoded = encoder.encode_features(encoder.item_features(items))
+            pooled = torch.tensor(codes) @ words
+        assert torch.allclose(encoded, encoder.projection(pooled), atol=1e-6)
+
+
+def test_an_unknown_pooling_is_refused_by_name():
+    with pytest.raises(ValueError, match="content_pooling must be one of"):
+        ItemContentEncoder(Catalogue({"content_pooling": "max"}), 8, ["title"])

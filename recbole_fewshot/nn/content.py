@@ -3,8 +3,8 @@
 It turns every item feature RecBole loaded into one vector per item, keeping what the features say
 and not who the item is:
 
-* categorical fields (``token``, ``token_seq``: genres, title words): the mean of learned token
-  vectors. A token carried by fewer than ``content_min_items`` items reads as padding: a word found on
+* categorical fields (``token``, ``token_seq``: genres, title words): the sum of learned token
+  vectors (``content_pooling: sum``, a multi-hot times a matrix; ``mean`` averages them). A token carried by fewer than ``content_min_items`` items reads as padding: a word found on
   one product only identifies it, and a model would memorise warm products through it instead of
   learning what their content shares with new ones;
 * ordinal and numeric fields (``float``, and a ``token`` field whose values are numbers, such as a
@@ -19,7 +19,7 @@ A learned linear map per field, then one projection to ``embedding_size``, gives
 Statistics come from the item table alone (item content, never interactions). With no item features
 ``has_content`` is False and the encoder returns zeros, so a model still runs (and knows that
 content-only scores are hopeless). The pipeline's settings (``content_min_items``,
-``content_thresholds``) are read from the run's config, with the defaults below.
+``content_thresholds``, ``content_pooling``) are read from the run's config, with the defaults below.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ from recbole.utils import FeatureType
 from torch import nn
 
 _SUPPORTED = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ, FeatureType.FLOAT, FeatureType.FLOAT_SEQ)
-# Chosen once for every model on ml-100k valid (K = 0, seed 2020; the best mean of ContentRidge and
-# DeepMusic; tools/content_grid.py, docs/content.md).
-DEFAULTS = {"content_min_items": 10, "content_thresholds": 16}
+# Chosen once for every model on ml-100k valid (K = 0; the token and threshold counts on seed 2020 as the
+# best mean of ContentRidge and DeepMusic, the pooling on seeds 2020-2022; tools/content_grid.py,
+# docs/content.md).
+DEFAULTS = {"content_min_items": 10, "content_thresholds": 16, "content_pooling": "sum"}
+POOLINGS = ("mean", "sum")
 NUMERIC_SHARE = 0.9  # a token field is ordinal when at least this share of its items carry a number
 Z_CLIP = 5.0  # standardised numbers are clipped to [-Z_CLIP, Z_CLIP] (outliers, such as a price of 10^5)
 
@@ -145,6 +147,9 @@ class ItemContentEncoder(nn.Module):
         thresholds = pipeline_setting(dataset, "content_thresholds")
         if thresholds < 0:
             raise ValueError(f"content_thresholds must be at least 0 (0: the standardised number alone), got {thresholds}")
+        self.pooling = pipeline_setting(dataset, "content_pooling")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"content_pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
         self.fields = content_fields(dataset, fields)
         # every field a raw item row may name (the id and the fields not encoded are accepted and ignored)
         self.item_fields = [] if dataset.item_feat is None else list(dataset.item_feat.columns)
@@ -186,6 +191,10 @@ class ItemContentEncoder(nn.Module):
         """``tokens`` of ``field`` with those on fewer than ``min_items`` items replaced by padding."""
         return tokens * getattr(self, f"kept_{field}")[tokens]
 
+    def _pooled(self, summed: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """A token list's pooled value from its sum and its token count: the mean, or the sum itself."""
+        return summed / counts.clamp_min(1.0) if self.pooling == "mean" else summed
+
     @property
     def has_content(self) -> bool:
         return bool(self.fields)
@@ -195,8 +204,8 @@ class ItemContentEncoder(nn.Module):
         return {field: getattr(self, f"feature_{field}")[items] for field in self.fields}
 
     def field_codes(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Each field's fixed code (before any learned weight): for a categorical field the mean
-        one-hot of its kept tokens, for a number its ``NumericCode``, for a vector its standardised
+        """Each field's fixed code (before any learned weight): for a categorical field the pooled
+        one-hot of its kept tokens (their multi-hot, or its mean), for a number its ``NumericCode``, for a vector its standardised
         value."""
         codes = {}
         for field in self.fields:
@@ -208,7 +217,7 @@ class ItemContentEncoder(nn.Module):
                 hot = torch.zeros(len(tokens), self.encoders[field].weight.shape[0], device=tokens.device)
                 hot.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=hot.dtype))
                 hot[:, 0] = 0.0
-                codes[field] = hot / hot.sum(1, keepdim=True).clamp_min(1.0)
+                codes[field] = self._pooled(hot, hot.sum(1, keepdim=True))
             else:
                 codes[field] = (value - getattr(self, f"mean_{field}")) / getattr(self, f"std_{field}")
         return codes
@@ -237,7 +246,7 @@ class ItemContentEncoder(nn.Module):
             elif ftype == FeatureType.TOKEN_SEQ:
                 mask = (value > 0).unsqueeze(-1).float()
                 summed = (self.encoders[field](value) * mask).sum(-2)
-                parts.append(summed / mask.sum(-2).clamp_min(1.0))
+                parts.append(self._pooled(summed, mask.sum(-2)))
             else:
                 scaled = (value - getattr(self, f"mean_{field}")) / getattr(self, f"std_{field}")
                 parts.append(self.encoders[field](scaled))
