@@ -48,15 +48,17 @@ def test_a_frozen_backbone_reaches_the_model_unchanged(tmp_path):
         assert torch.equal(value, before[key]), f"{key} moved while frozen"
     model.eval()
     warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
-    assert torch.equal(model.all_item_table()[warm], model.backbone.item_embedding.weight[warm]), "warm items: backbone"
+    d = model.embedding_size
+    assert torch.equal(model.all_item_table()[warm, :d], model.backbone.item_embedding.weight[warm]), "warm items: backbone"
 
 
 def test_before_training_users_are_the_backbone_users_and_new_items_the_ridge_map(tmp_path):
     model, train, *_ = build(tmp_path, shots=0)
     model.eval()
     users = torch.arange(1, model.n_users)
-    assert torch.allclose(model.served_users(users), model.backbone.user_embedding(users), atol=1e-6), \
-        "the correction starts at zero"
+    d = model.embedding_size
+    assert torch.allclose(model.served_users(users)[:, :d], model.backbone.user_embedding(users), atol=1e-6)
+    assert torch.all(model.served_users(users)[:, d:] == 0), "the correction starts at zero"
     warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1).numpy()
     inputs = np.c_[model.codes.numpy().astype(np.float64), np.ones(model.n_items)]
     targets = model.backbone.item_embedding.weight.detach().numpy().astype(np.float64)
@@ -66,7 +68,9 @@ def test_before_training_users_are_the_backbone_users_and_new_items_the_ridge_ma
     new = new[new > 0]
     assert len(new)
     expected = torch.from_numpy(inputs[new.numpy()] @ weight).float()
-    assert torch.allclose(model.all_item_table()[new], expected, atol=1e-4), "K = 0: the closed-form content map"
+    assert torch.allclose(model.all_item_table()[new, :d], expected, atol=1e-4), "K = 0: the closed-form content map"
+    assert torch.allclose(model.all_item_table()[new, d:], torch.zeros(len(new), d), atol=1e-6), \
+        "K = 0: nothing beyond the content for the correction to read"
 
 
 def test_the_support_update_is_the_gaussian_posterior_mean(tmp_path):
@@ -76,7 +80,7 @@ def test_the_support_update_is_the_gaussian_posterior_mean(tmp_path):
     items = torch.nonzero((model.item_count > 0) & (model.item_count <= model.max_shots)).squeeze(1)[:5]
     with torch.no_grad():
         torch.nn.init.normal_(model.trust.weight, std=0.1)
-        got = model.all_item_table()[items].double()
+        got = model.all_item_table()[items, : model.embedding_size].double()
         content = model.content(items)
         prior = model.content_prior(model.codes[items]).double()
         rho = (model.user_scale * torch.exp(model.log_trust + model.trust(content))).double().squeeze(1)
@@ -87,6 +91,31 @@ def test_the_support_update_is_the_gaussian_posterior_mean(tmp_path):
         d = u.shape[1]
         posterior = torch.linalg.solve(rho[row] * torch.eye(d, dtype=torch.float64) + u.T @ u, rho[row] * prior[row] + u.T @ y)
         assert torch.allclose(got[row], posterior, atol=1e-4), "two forms of one posterior, float32 against float64"
+
+
+def test_the_user_correction_reads_only_what_buyers_say_beyond_the_content(tmp_path):
+    """score = b_u . v + c_u . (v - prior): an item without buyers is scored by the backbone user alone
+    (at K = 0 the model is the ContentRidge floor, whatever the correction learned); an item with buyers
+    is moved by the correction through its departure from the content map."""
+    model, *_ = build(tmp_path, shots=0)
+    model.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.correction.weight, std=0.5)
+    model.train(), model.eval()  # drop the cached tables
+    users = torch.arange(1, model.n_users)
+    scores = model.full_sort_predict(Interaction({"user_id": users})).view(len(users), -1)
+    new = torch.nonzero(model.item_count == 0).squeeze(1)
+    new = new[new > 0]
+    with torch.no_grad():
+        prior = model.content_prior(model.codes[new])
+        corrected = model.served_users(users)
+    d = model.embedding_size
+    assert corrected[:, d:].abs().sum() > 0, "the correction is not zero"
+    assert torch.allclose(scores[:, new], model.backbone.user_embedding(users) @ prior.T, atol=1e-5)
+    warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
+    backbone_only = model.backbone.user_embedding(users) @ model.backbone.item_embedding(warm).T
+    assert not torch.allclose(scores[:, warm], backbone_only, atol=1e-3), "warm items: the correction reads their residual"
 
 
 def test_buyers_of_one_taste_raise_a_new_item_for_that_taste_as_k_grows(trained):

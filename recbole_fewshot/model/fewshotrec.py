@@ -4,8 +4,10 @@ for the few shots.
 Users and items live in the space of a warm BPR backbone (:class:`~recbole_fewshot.nn.backbone.BPRBackbone`,
 trained to convergence on the training split by ``FewShotRecTrainer``, as the peers' backbone):
 
-* a user is the backbone's user vector plus a correction read by a behaviour encoder (``gru`` or
-  ``cnn``) from the history's backbone item vectors; the correction starts at zero;
+* a user is the backbone's user vector ``b_u`` and a correction ``c_u`` read by a behaviour encoder
+  (``gru`` or ``cnn``) from the history's backbone item vectors; the correction starts at zero and
+  reads only what an item's buyers say beyond its content: ``score = b_u . v + c_u . (v - mu)``, with
+  ``mu`` the item's content map below (so at K = 0 the behaviour encoder cannot undo the prior);
 * an item with more than ``max_shots`` training buyers keeps its backbone vector;
 * a new item is G(content, support buyers). Its prior is a content map: a ridge regression from the
   item's content codes onto the warm items' backbone vectors, solved in closed form once the backbone
@@ -85,7 +87,7 @@ def check_settings(config) -> None:
 
 
 class OnboardedItems(NamedTuple):
-    """Items added after training: their embeddings [N, d] and support users [N, max_shots] (ids, 0-padded)."""
+    """Items added after training: their served vectors [N, 2d] and support users [N, max_shots] (ids, 0-padded)."""
 
     embedding: torch.Tensor
     support: torch.Tensor
@@ -127,7 +129,8 @@ class CNNBehaviourEncoder(nn.Module):
 
 
 class FewShotRec(CachedItemTable, GeneralRecommender):
-    r"""Backbone users corrected by a behaviour encoder; new items by a closed-form posterior over their buyers."""
+    r"""Backbone users corrected by a behaviour encoder on items' departures from their content map; new
+    items by a closed-form posterior over their buyers."""
 
     input_type = InputType.PAIRWISE
     CACHED = ("_user_table",)
@@ -199,10 +202,10 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         """The content map [N, d]: the ridge map of content codes [N, D] onto the backbone's item space."""
         return with_bias(codes) @ self.ridge_weight
 
-    def cold_item_embedding(self, codes: torch.Tensor, content: torch.Tensor, support: torch.Tensor,
+    def cold_item_embedding(self, prior: torch.Tensor, content: torch.Tensor, support: torch.Tensor,
                             support_len: torch.Tensor) -> torch.Tensor:
-        """G: the posterior mean of items [N, d] given their content and support users [N, S] (0-padded)."""
-        prior = self.content_prior(codes)
+        """G: the posterior mean of items [N, d] around their content map ``prior`` [N, d], given their
+        encoded content and support users [N, S] (0-padded)."""
         if support.shape[1] == 0:
             return prior
         mask = support_mask(support, support_len).unsqueeze(-1).float()
@@ -216,10 +219,18 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
     def is_warm(self, items: torch.Tensor) -> torch.Tensor:
         return self.item_count[items] > self.max_shots
 
+    @staticmethod
+    def scored_item(vectors: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """``[v, v - prior]`` [N, 2d]: an item vector and what its buyers say beyond its content, the part
+        the user correction reads (``[b_u, c_u] . [v, v - prior] = b_u . v + c_u . (v - prior)``)."""
+        return torch.cat([vectors, vectors - prior], dim=-1)
+
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
-        """Served item vectors: the backbone's for warm items, G over the stored support for the others."""
-        cold = self.cold_item_embedding(self.codes[items], self.content(items), self.support[items], self.support_len[items])
-        return torch.where(self.is_warm(items).unsqueeze(-1), self.backbone.item_embedding(items), cold)
+        """Served items [N, 2d] (``scored_item``): the backbone's vector for warm items, G over the stored
+        support for the others."""
+        prior = self.content_prior(self.codes[items])
+        cold = self.cold_item_embedding(prior, self.content(items), self.support[items], self.support_len[items])
+        return self.scored_item(torch.where(self.is_warm(items).unsqueeze(-1), self.backbone.item_embedding(items), cold), prior)
 
     def sample_support(self, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each item's first ``shots`` training buyers [N, max_shots] (0-padded), never the row's user: the
@@ -240,9 +251,11 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         return self.encoder(self.backbone.item_embedding(history) * (history > 0).unsqueeze(-1))
 
     def corrected(self, users: torch.Tensor, states: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
-        """Backbone user vectors plus the correction read from each row's state after ``prefix_len`` items."""
+        """``[b_u, c_u]`` [U, 2d]: backbone user vectors and the correction read from each row's state
+        after ``prefix_len`` items."""
         picked = states[torch.arange(len(users), device=users.device), (prefix_len - 1).clamp_min(0)]
-        return self.backbone.user_embedding(users) + self.correction(picked) * (prefix_len > 0).unsqueeze(-1)
+        correction = self.correction(picked) * (prefix_len > 0).unsqueeze(-1)
+        return torch.cat([self.backbone.user_embedding(users), correction], dim=-1)
 
     def user_representation(self, users: torch.Tensor) -> torch.Tensor:
         """Users from their backbone vector and their whole training history (at most ``max_history_len`` items)."""
@@ -275,8 +288,9 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         scores = []
         for items in (pos_item, neg_item):  # both look new: K' of their buyers, never the row's user
             support, support_len = self.sample_support(items, user, shots)
-            vectors = self.cold_item_embedding(self.codes[items], self.content(items), support, support_len)
-            scores.append((user_e * vectors).sum(-1))
+            prior = self.content_prior(self.codes[items])
+            vectors = self.cold_item_embedding(prior, self.content(items), support, support_len)
+            scores.append((user_e * self.scored_item(vectors, prior)).sum(-1))
         return -F.logsigmoid(scores[0] - scores[1]).mean()
 
     def predict(self, interaction):
@@ -316,7 +330,9 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         for row, users in enumerate(ids):
             support[row, : len(users)] = torch.tensor(users, dtype=torch.long, device=device)
         lengths = torch.tensor([len(users) for users in ids], dtype=torch.long, device=device)
-        return OnboardedItems(self.cold_item_embedding(codes, content, support, lengths), support, lengths)
+        prior = self.content_prior(codes)
+        return OnboardedItems(self.scored_item(self.cold_item_embedding(prior, content, support, lengths), prior),
+                              support, lengths)
 
     @torch.no_grad()
     def score_onboarded(self, users: Sequence[str], items: OnboardedItems) -> torch.Tensor:
