@@ -25,7 +25,8 @@ def test_warm_up_is_one_differentiable_gradient_step(planted_k0, in_tmp):
     model, train_data = _trained_backbone(planted_k0, in_tmp, cold_lr=0.5)
     model.train()
     items = model.warm_items[:16]
-    users, negatives = model.first_buyers[items], model.warm_items[-16:].unsqueeze(1).expand(-1, model.warmup_shots)
+    users = model.first_buyers[items]
+    negatives = model.meta_embedding(model.warm_items[-16:].unsqueeze(1).expand(-1, model.warmup_shots))
     mask = torch.ones_like(users, dtype=torch.bool)
     phi = model.meta_embedding(items)
     loss_a = model.support_loss(phi, users, negatives, mask)
@@ -70,7 +71,8 @@ def test_serving_embeddings_by_training_interaction_count(planted_k2, in_tmp):
     with torch.enable_grad():
         phi = model.meta_embedding(few)
         mask = torch.arange(model.max_shots) < 2
-        loss = model.support_loss(phi, model.support[few], model.support_negatives[few], mask.expand(len(few), -1))
+        negatives = model.meta_embedding(model.support_negatives[few]).detach()  # scored as generated, like phi
+        loss = model.support_loss(phi, model.support[few], negatives, mask.expand(len(few), -1))
         expected = phi - model.cold_lr * torch.autograd.grad(loss.sum(), phi)[0]
     assert torch.allclose(table[few], expected, atol=1e-6)
     assert not torch.allclose(table[few], phi.detach())

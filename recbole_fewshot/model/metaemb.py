@@ -4,8 +4,8 @@ Pan, Li, Ao, Tang and He, "Warm Up Cold-start Advertisements: Improving CTR Pred
 Learn ID Embeddings", SIGIR 2019.
 
 The base model is left as it is (here the frozen warm BPR backbone, scoring ``u . v_i``); only a new
-item's id embedding is generated from its features: ``phi = generator_scale * tanh(W content_i)`` (the
-authors' generator is one tanh dense layer without bias, scaled). Meta-training treats every warm item
+item's id embedding is generated from its features: ``phi = generator_scale * (W content_i + b)``, one
+dense layer, scaled. Meta-training treats every warm item
 as a task with two disjoint batches of its interactions. The cold-start loss ``l_a`` is the base model's
 loss on batch ``D_a`` with ``phi`` in place of the item's id embedding; one gradient step on it gives the
 warmed-up embedding ``phi' = phi - cold_lr * grad_phi l_a``, taken differentiably (second order) so that
@@ -23,8 +23,15 @@ Departures from the paper:
 * the generator reads every loaded RecBole item feature through the shared
   :class:`~recbole_fewshot.nn.content.ItemContentEncoder`, trained by the meta-loss; the paper feeds it
   the base model's own (frozen) feature embeddings, which a pure id model does not have;
-* ``generator_scale`` is learned (initialised to the authors' constant 1/5), since BPR vectors are not
-  on the scale of the authors' embeddings;
+* the generator is a dense layer with a bias and no tanh, as in the reference implementation (ColdRec's
+  ``MetaEmbedding``); the authors' generator applies tanh without a bias. ``generator_scale`` is learned
+  (initialised to the authors' constant 1/5), since BPR vectors are not on the scale of the authors'
+  embeddings;
+* both losses compare an item with a warm item drawn at random that is scored with its *generated*
+  embedding too, as the reference implementation scores its negatives, so the generator learns to rank
+  items by content; the paper's CTR log loss compares an ad's clicks with its own non-clicks. Scoring the
+  negatives by their backbone vectors instead gave 0.267 valid NDCG@20 at K = 0 against 0.349 (ml-100k,
+  seed 2020);
 * ``D_a`` is a warm item's first ``warmup_shots`` training buyers (chronological, like a new item's
   support set) and ``D_b`` each of its later training interactions, not two random minibatches;
 * a K-shot item warms up with one step on all its training interactions rather than one step per
@@ -66,7 +73,7 @@ class MetaEmb(CachedItemTable, GeneralRecommender):
         if not self.content.has_content:
             getLogger().warning("MetaEmb: the dataset has no item features, so every zero-shot item gets the "
                                 "same embedding; load item features (load_col: item) for cold start")
-        self.generator = nn.Linear(d, d, bias=False)
+        self.generator = nn.Linear(d, d)
 
         train = TrainingInteractions(dataset)
         warm = train.item_count > self.max_shots
@@ -91,15 +98,15 @@ class MetaEmb(CachedItemTable, GeneralRecommender):
     # --- Meta-Embedding -------------------------------------------------------------------------
     def meta_embedding(self, items: torch.Tensor) -> torch.Tensor:
         """Generated id embeddings ``phi`` of ``items`` from their content."""
-        return self.generator_scale * torch.tanh(self.generator(self.content(items)))
+        return self.generator_scale * self.generator(self.content(items))
 
     def support_loss(self, phi: torch.Tensor, users: torch.Tensor, negatives: torch.Tensor,
                      mask: torch.Tensor) -> torch.Tensor:
         """Per item, the mean BPR loss of its interactions with ``users`` [N, S] (where ``mask``), ``phi`` [N, d]
-        standing in for its id embedding against the backbone embeddings of ``negatives`` [N, S]."""
+        standing in for its id embedding against the generated embeddings ``negatives`` [N, S, d]."""
         user_e = self.backbone.user_embedding(users).detach()  # the backbone is never trained here
         pos = (user_e * phi.unsqueeze(1)).sum(-1)
-        neg = (user_e * self.backbone.item_embedding(negatives).detach()).sum(-1)
+        neg = (user_e * negatives).sum(-1)
         loss = -F.logsigmoid(pos - neg) * mask
         return loss.sum(1) / mask.sum(1).clamp_min(1)
 
@@ -123,7 +130,8 @@ class MetaEmb(CachedItemTable, GeneralRecommender):
                 mask = torch.arange(self.max_shots, device=items.device) < shots[few].unsqueeze(1)
                 with torch.enable_grad():
                     start = phi[few].detach().requires_grad_()
-                    loss = self.support_loss(start, self.support[few_items], self.support_negatives[few_items], mask)
+                    negatives = self.meta_embedding(self.support_negatives[few_items]).detach()
+                    loss = self.support_loss(start, self.support[few_items], negatives, mask)
                     warmed = self.warm_up(start, loss, create_graph=False).detach()
                 phi = phi.index_put((torch.nonzero(few).squeeze(1),), warmed)
             vectors = vectors.index_put((torch.nonzero(cold).squeeze(1),), phi)
@@ -140,12 +148,13 @@ class MetaEmb(CachedItemTable, GeneralRecommender):
         shots = self.first_buyers[item]
         mask_a = torch.arange(self.warmup_shots, device=device) < self.first_len[item].unsqueeze(1)
         negatives_a = self.warm_items[torch.randint(len(self.warm_items), shots.shape, device=device)]
-        loss_a = self.support_loss(phi, shots, negatives_a, mask_a)
+        loss_a = self.support_loss(phi, shots, self.meta_embedding(negatives_a), mask_a)
         warmed = self.warm_up(phi, loss_a, create_graph=True)
 
         in_b = ~((shots == user.unsqueeze(1)) & mask_a).any(1)  # D_b: interactions after the first shots
         negatives_b = self.warm_items[torch.randint(len(self.warm_items), user.shape, device=device)]
-        loss_b = self.support_loss(warmed, user.unsqueeze(1), negatives_b.unsqueeze(1), in_b.unsqueeze(1).float())
+        loss_b = self.support_loss(warmed, user.unsqueeze(1), self.meta_embedding(negatives_b).unsqueeze(1),
+                                   in_b.unsqueeze(1).float())
         loss_a = loss_a.sum() / max(len(item), 1)
         loss_b = loss_b.sum() / in_b.sum().clamp_min(1)
         return self.alpha * loss_a + (1 - self.alpha) * loss_b
