@@ -48,7 +48,9 @@ METRIC = "ndcg@20"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--coldrec", type=Path, required=True, help="a checkout of ColdRec at commit 18efd24e")
+    parser.add_argument("--coldrec", type=Path, help="a checkout of ColdRec at commit 18efd24e")
+    parser.add_argument("--from-report", type=Path, help="an earlier run's reference.json: reuse its ColdRec figures "
+                        "(no ColdRec run) and compare them with --project-csv")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020], help="split seed and ColdRec seed")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--project-csv", type=Path, help="a `recbole-fewshot benchmark` results.csv")
@@ -58,7 +60,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-title-films", type=int, default=5, help="a title word is content from this many films")
     parser.add_argument("--tie-draws", type=int, default=10, help="random orders of tied scores to average over")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of each ColdRec run")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if (args.coldrec is None) == (args.from_report is None):
+        parser.error("give either --coldrec (run ColdRec) or --from-report (reuse an earlier run's figures)")
+    return args
 
 
 def checkout_commit(checkout: Path) -> str:
@@ -189,9 +194,9 @@ def run_seed(args: argparse.Namespace, coldrec: Path, seed: int) -> dict:
     return figures
 
 
-def project_figures(path: Path, seeds: list[int]) -> dict[str, dict[int, float]]:
-    """Test NDCG@20 per project model and seed at K = 0 on ml-100k (new-item candidates) from a benchmark
-    results.csv: the last row of each cell, as the benchmark's own summary reads it."""
+def project_figures(path: Path, seeds: list[int], split: str = "test") -> dict[str, dict[int, float]]:
+    """NDCG@20 on ``split`` (test or valid) per project model and seed at K = 0 on ml-100k (new-item
+    candidates) from a benchmark results.csv: the last row of each cell, as the benchmark's own summary reads it."""
     latest: dict[tuple[str, int], dict] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -200,8 +205,8 @@ def project_figures(path: Path, seeds: list[int]) -> dict[str, dict[int, float]]
                 latest[(row["model"], int(row["seed"]))] = row
     figures: dict[str, dict[int, float]] = {}
     for (model, seed), row in latest.items():
-        if row["status"] == "ok" and row.get(f"test_{METRIC}"):
-            figures.setdefault(model, {})[seed] = float(row[f"test_{METRIC}"])
+        if row["status"] == "ok" and row.get(f"{split}_{METRIC}"):
+            figures.setdefault(model, {})[seed] = float(row[f"{split}_{METRIC}"])
     return figures
 
 
@@ -213,15 +218,19 @@ def _mean_text(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} (n = {len(values)})"
 
 
-def summary(per_seed: dict[int, dict], project: dict[str, dict[int, float]], models: list[str]) -> dict:
-    """Per model: ColdRec's figure and ColdRec's own figure over the seeds, the project's, and their ratio."""
+def summary(per_seed: dict[int, dict], project: dict[str, dict[int, float]], models: list[str],
+            project_valid: dict[str, dict[int, float]] | None = None) -> dict:
+    """Per model: ColdRec's test figure and ColdRec's own figure over the seeds, the project's and their
+    ratio, and both sides' best validation NDCG@20 (each by its own evaluator)."""
     rows = {}
     for model in models:
         reference = [figures["models"][model][METRIC] for figures in per_seed.values()]
         own = [figures["models"][model]["coldrec_own"][METRIC] for figures in per_seed.values()]
         mine = list(project.get(MODELS[model], {}).values())
         rows[model] = {"project_model": MODELS[model], "coldrec": reference, "coldrec_own": own, "project": mine,
-                       "ratio": statistics.mean(mine) / statistics.mean(reference) if mine else None}
+                       "ratio": statistics.mean(mine) / statistics.mean(reference) if mine else None,
+                       "coldrec_valid": [figures["models"][model]["valid_ndcg@20"] for figures in per_seed.values()],
+                       "project_valid": list((project_valid or {}).get(MODELS[model], {}).values())}
     return rows
 
 
@@ -229,12 +238,14 @@ def markdown(rows: dict, seeds: list[int], project_csv: Path | None) -> str:
     """The side-by-side table."""
     lines = [f"Test NDCG@20 on the test-new items, ml-100k, K = 0, seeds {', '.join(map(str, seeds))} "
              f"(mean ± std over seeds where there are several).", "",
-             "| model (ColdRec / project) | ColdRec | ColdRec, its own evaluator | project | project / ColdRec |",
-             "|---|---|---|---|---|"]
+             "| model (ColdRec / project) | ColdRec | ColdRec, its own evaluator | project | project / ColdRec "
+             "| valid: ColdRec | valid: project |",
+             "|---|---|---|---|---|---|---|"]
     for model, row in rows.items():
         ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else ""
         lines.append(f"| {model} / {row['project_model']} | {_mean_text(row['coldrec'])} | "
-                     f"{_mean_text(row['coldrec_own'])} | {_mean_text(row['project'])} | {ratio} |")
+                     f"{_mean_text(row['coldrec_own'])} | {_mean_text(row['project'])} | {ratio} | "
+                     f"{_mean_text(row.get('coldrec_valid', []))} | {_mean_text(row.get('project_valid', []))} |")
     lines += ["", f"Project figures: {project_csv}." if project_csv else "Project figures: none (no --project-csv)."]
     return "\n".join(lines) + "\n"
 
@@ -244,12 +255,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(exist_ok=True)
     torch.set_num_threads(args.threads)
-    commit = checkout_commit(args.coldrec)
-    coldrec = patched_copy(args.coldrec, args.out / "coldrec")
     start = time.perf_counter()
-    per_seed = {seed: run_seed(args, coldrec, seed) for seed in args.seeds}
+    if args.from_report:
+        earlier = json.loads(args.from_report.read_text(encoding="utf-8"))
+        commit, args.seeds = earlier["coldrec_commit"], earlier["seeds"]
+        per_seed = {int(seed): figures for seed, figures in earlier["per_seed"].items()}
+    else:
+        commit = checkout_commit(args.coldrec)
+        coldrec = patched_copy(args.coldrec, args.out / "coldrec")
+        per_seed = {seed: run_seed(args, coldrec, seed) for seed in args.seeds}
     project = project_figures(args.project_csv, args.seeds) if args.project_csv else {}
-    rows = summary(per_seed, project, args.models)
+    project_valid = project_figures(args.project_csv, args.seeds, "valid") if args.project_csv else {}
+    rows = summary(per_seed, project, args.models, project_valid)
     table = markdown(rows, args.seeds, args.project_csv)
     report = {"coldrec_commit": commit, "seeds": args.seeds, "shots": 0, "metric": f"test {METRIC}",
               "tie_draws": args.tie_draws, "min_title_films": args.min_title_films, "threads": args.threads,
