@@ -4,7 +4,9 @@ Every cell (model, K, seed) runs RecBole's own pipeline (``Config``, ``create_da
 ``data_preparation``, ``get_model``, ``get_trainer``, ``fit``, ``evaluate``: the steps of
 ``run_recbole``, timed one by one) in a child process, so one failing cell cannot stop the others,
 its peak memory is its own, and RecBole's chatter goes to its log file. All models of one (K, seed)
-share one split. A cell already in ``results.csv`` with the same parameters is skipped.
+share one split. A cell already in ``results.csv`` with the same parameters is skipped, so an
+interrupted benchmark resumes: SIGTERM or Ctrl-C stops the running cells' children, records nothing for
+them, leaves no temporary folder and ends the run (``BenchmarkStopped``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -158,6 +162,35 @@ def _child_main(request_file: str, result_file: str) -> None:
     Path(result_file).write_text(json.dumps(result), encoding="utf-8")
 
 
+class BenchmarkStopped(RuntimeError):
+    """A benchmark stopped by SIGTERM or Ctrl-C; the finished cells are in results.csv."""
+
+
+class _Children:
+    """The benchmark's running child processes, and whether a stop was asked for."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Refuse new children and terminate the running ones."""
+        with self.lock:
+            self.stopping.set()
+            for child in self.running:
+                child.terminate()
+
+
+_CHILDREN = _Children()
+
+
+def _child_command(request: Path, result: Path) -> list[str]:
+    return [sys.executable, "-W", "ignore", "-c",
+            "import sys; from recbole_fewshot.benchmark import _child_main; _child_main(sys.argv[1], sys.argv[2])",
+            str(request), str(result)]
+
+
 def _run_in_child(model: str, dataset: str, config: dict, workdir: Path, threads: int | None = None,
                   evaluate_test: bool = True) -> dict:
     env = dict(os.environ)
@@ -167,16 +200,43 @@ def _run_in_child(model: str, dataset: str, config: dict, workdir: Path, threads
         request, result = Path(folder) / "request.json", Path(folder) / "result.json"
         request.write_text(json.dumps({"model": model, "dataset": dataset, "config": config,
                                             "evaluate_test": evaluate_test}), encoding="utf-8")
-        completed = subprocess.run(
-            [sys.executable, "-W", "ignore", "-c",
-             "import sys; from recbole_fewshot.benchmark import _child_main; _child_main(sys.argv[1], sys.argv[2])",
-             str(request), str(result)],
-            cwd=workdir, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
-        )
-        if completed.returncode != 0 or not result.is_file():
-            lines = (completed.stderr or completed.stdout).strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else f"child exited with {completed.returncode}")
+        with _CHILDREN.lock:
+            if _CHILDREN.stopping.is_set():
+                raise BenchmarkStopped("stopped before the cell started")
+            child = subprocess.Popen(_child_command(request, result), cwd=workdir, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, env=env)
+            _CHILDREN.running.add(child)
+        try:
+            stdout, stderr = child.communicate()
+        finally:
+            with _CHILDREN.lock:
+                _CHILDREN.running.discard(child)
+        if _CHILDREN.stopping.is_set():
+            raise BenchmarkStopped("stopped while the cell ran")
+        if child.returncode != 0 or not result.is_file():
+            lines = (stderr or stdout).strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"child exited with {child.returncode}")
         return json.loads(result.read_text(encoding="utf-8"))
+
+
+class _StopOnSignals:
+    """While active, SIGTERM and SIGINT stop the benchmark's children instead of killing the process
+    (the main thread then ends the run); the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self):
+        _CHILDREN.stopping.clear()
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self.previous[number] = signal.signal(number, lambda *_: _CHILDREN.stop())
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        _CHILDREN.stopping.clear()
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -387,7 +447,8 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
         _write_rows(results_path, rows)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     progress = tqdm(total=len(pending), desc="cells", unit="cell", file=sys.stderr)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait for the child processes
+    stopped = False
+    with _StopOnSignals(), ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait for the children
         futures = {pool.submit(_run_in_child, model, name, config, out, threads): (cell, key)
                    for cell, key, model, name, config in pending}
         for future in as_completed(futures):
@@ -395,6 +456,9 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
             row = dict(zip(KEY_COLUMNS, key))
             try:
                 result = future.result()
+            except BenchmarkStopped:  # nothing is recorded for a cell stopped by a signal
+                stopped = True
+                continue
             except Exception as error:  # one failing cell is recorded; the others go on
                 row.update(status="failed", error=str(error)[:500])
                 tqdm.write(f"FAILED {cell.model} K={cell.shots} seed={cell.seed}: {row['error']}")
@@ -411,6 +475,10 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
             _write_rows(results_path, rows)
             progress.update()
     progress.close()
+    if stopped:
+        done_now = sum(1 for r in rows if r.get("status") == "ok")
+        raise BenchmarkStopped(f"benchmark stopped by a signal; {done_now} finished cells are in {results_path}: "
+                               "the same command resumes")
     current = current_rows(rows, dataset, candidates)
     write_markdown(current, out / "results.md", command, split_stats, candidates, tuned_settings)
     plot(current, out / "ndcg_vs_shots.png")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import recbole_fewshot  # noqa: F401  (registers the plugin)
+from recbole_fewshot.benchmark import BenchmarkStopped
 from recbole_fewshot.data.split import FewShotSplitError, SplitSpec, materialize, resolve_source, summary_lines
 
 
@@ -250,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FewShotSplitError as error:
         print(f"recbole-fewshot: error: {error}", file=sys.stderr)
         return 2
+    except BenchmarkStopped as error:
+        print(f"recbole-fewshot: {error}", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":
