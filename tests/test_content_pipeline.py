@@ -139,3 +139,11 @@ def test_token_lists_pool_by_sum_by_default_and_by_mean_on_request():
 def test_an_unknown_pooling_is_refused_by_name():
     with pytest.raises(ValueError, match="content_pooling must be one of"):
         ItemContentEncoder(Catalogue({"content_pooling": "max"}), 8, ["title"])
+
+
+def test_the_log_names_the_fields_read_and_their_codes(caplog):
+    with caplog.at_level("INFO"):
+        ItemContentEncoder(Catalogue(), 8)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("content encoder reads"))
+    assert "year (number read from tokens)" in line and "text (vector)" in line
+    assert f"title (tokens on >= {DEFAULTS['content_min_items']} items, sum)" in line

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from logging import getLogger
 
 import torch
 import torch.nn.functional as F
@@ -142,6 +143,7 @@ class ItemContentEncoder(nn.Module):
     def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None = None, min_items: int | None = None):
         super().__init__()
         min_items = pipeline_setting(dataset, "content_min_items") if min_items is None else min_items
+        self.min_items = min_items
         if min_items < 1:
             raise ValueError(f"content_min_items must be at least 1 (1 keeps every token), got {min_items}")
         thresholds = pipeline_setting(dataset, "content_thresholds")
@@ -186,6 +188,22 @@ class ItemContentEncoder(nn.Module):
                 self.encoders[field] = nn.Linear(values.shape[-1], embedding_size)
         width = max(len(self.fields), 1) * embedding_size
         self.projection = nn.Linear(width, embedding_size)
+        getLogger().info(self.describe())
+
+    def describe(self) -> str:
+        """One line naming the item fields read and how each is coded (for the run's log)."""
+        if not self.fields:
+            return "content encoder: no item fields (content-only scores are chance)"
+        kinds = []
+        for field in self.fields:
+            if field in self.numeric:
+                kind = "number" if field not in self.ordinal_tokens else "number read from tokens"
+            elif self.field_types[field] == FeatureType.FLOAT_SEQ:
+                kind = "vector"
+            else:
+                kind = f"tokens on >= {self.min_items} items, {self.pooling}"
+            kinds.append(f"{field} ({kind})")
+        return "content encoder reads item fields: " + ", ".join(kinds)
 
     def _without_rare_tokens(self, field: str, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` of ``field`` with those on fewer than ``min_items`` items replaced by padding."""
