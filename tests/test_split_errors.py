@@ -138,14 +138,20 @@ def test_materialize_with_wrong_field_names(tmp_path, planted_source, fields, ke
     assert leftovers(out) == []
 
 
-def test_materialize_time_policy_on_dataset_without_timestamps(tmp_path):
+def test_materialize_time_policy_on_dataset_without_timestamps_falls_back_to_random(tmp_path, caplog):
     folder = tmp_path / "src" / "notime"
     folder.mkdir(parents=True)
     write_atomic(small_table().drop(columns=[T]), ["user_id:token", "item_id:token"], folder / "notime.inter")
     source = SourceDataset("notime", folder)
-    with pytest.raises(FewShotSplitError, match="TIME_FIELD"):
-        materialize(source, SplitSpec(shots=1, max_shots=3), tmp_path / "out")
-    name, _ = materialize(source, SplitSpec(shots=1, max_shots=3, policy="random"), tmp_path / "out")
+    with caplog.at_level("WARNING", logger="recbole_fewshot.data.split"):
+        name, manifest = materialize(source, SplitSpec(shots=1, max_shots=3), tmp_path / "out")
+    assert "notime: the interactions have no timestamps" in caplog.text and "fewshot.policy: random" in caplog.text
+    assert manifest["policy"] == "random" and "-random-" in name
+    caplog.clear()
+    # the same split as asking for random, which warns about nothing
+    with caplog.at_level("WARNING", logger="recbole_fewshot.data.split"):
+        assert materialize(source, SplitSpec(shots=1, max_shots=3, policy="random"), tmp_path / "out") == (name, manifest)
+    assert caplog.text == ""
     assert (tmp_path / "out" / name / f"{name}.train.inter").is_file()
 
 
@@ -303,14 +309,16 @@ def test_bad_fewshot_block_in_config(tmp_path, planted_source, block, keys):
 
 
 @pytest.mark.usefixtures("in_tmp")
-def test_time_policy_in_config_without_timestamp_field(tmp_path):
+def test_time_policy_in_config_without_timestamp_field_falls_back_to_random(tmp_path, caplog):
     data_path = tmp_path / "src"
     (data_path / "notime").mkdir(parents=True)
     write_atomic(small_table().drop(columns=[T]), ["user_id:token", "item_id:token"],
                  data_path / "notime" / "notime.inter")
-    with pytest.raises(FewShotSplitError, match="TIME_FIELD"):
-        config_with(tmp_path, data_path, dataset="notime", fewshot={"shots": 1, "max_shots": 3},
-                    load_col={"inter": ["user_id", "item_id"]})
+    with caplog.at_level("WARNING", logger="recbole_fewshot.data.split"):
+        config = config_with(tmp_path, data_path, dataset="notime", fewshot={"shots": 1, "max_shots": 3},
+                             load_col={"inter": ["user_id", "item_id"]})
+    assert config.dataset.startswith("notime-fewshot-k1-random-")
+    assert "fewshot.policy: random" in caplog.text
 
 
 @pytest.mark.usefixtures("in_tmp")

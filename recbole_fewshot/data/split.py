@@ -3,8 +3,11 @@
 Protocol (see the README's "The split"):
 
 * Items with at least ``max_shots + 1`` interactions are eligible, so the same new-item set serves
-  every K. They are ordered by launch time (first interaction; policy ``time``) or by a seeded
-  shuffle (policy ``random``); the last ``new_item_ratio`` of them become new items.
+  every K. They are ordered by launch time (policy ``time``: the item's ``launch_time`` in the
+  ``.item`` file where it has one, else its first interaction) or by a seeded shuffle (policy
+  ``random``); the last ``new_item_ratio`` of them become new items. Interactions without
+  timestamps (no ``TIME_FIELD``, or no ``timestamp`` field when ``TIME_FIELD`` is RecBole's default)
+  are split with policy ``random``, with a logged warning; a ``TIME_FIELD`` named otherwise must exist.
 * New items are divided into valid-new and test-new items (item-disjoint) by ``valid_share``:
   earlier launches validate, the latest launches test (``time``), or at random (``random``).
 * Each new item keeps its K chronologically first interactions in training (its support set);
@@ -15,21 +18,25 @@ Protocol (see the README's "The split"):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from recbole_fewshot.data.atomic import field_types, read_atomic, write_atomic
+from recbole_fewshot.data.atomic import FIELD_SEPARATOR, field_types, read_atomic, write_atomic
 
 POLICIES = ("time", "random")
+DEFAULT_TIME_FIELD = "timestamp"  # RecBole's TIME_FIELD default
+LAUNCH_FIELD = "launch_time"  # an optional float field of the .item file: when the item was launched
 MANIFEST_SUFFIX = "fewshot.json"
 PHASES = ("train", "valid", "test")
 
@@ -82,6 +89,14 @@ class SplitSpec:
             raise FewShotSplitError("fewshot.shots is required (the number K of support interactions per new item)")
         return cls(**mapping)
 
+    def without_timestamps(self, dataset: str, path: str) -> "SplitSpec":
+        """The spec for interactions without timestamps: policy ``time`` has nothing to order by, so it
+        becomes ``random``, with a warning logged once per source folder."""
+        if self.policy != "time":
+            return self
+        _warn_no_timestamps(dataset, path)
+        return replace(self, policy="random")
+
     def split_name(self, source: str, checksum: str) -> str:
         """The dataset name of the split: every parameter and the source's checksum are in it, so
         RecBole's caches keyed by dataset name (saved datasets, dataloaders) never mix two splits."""
@@ -103,6 +118,13 @@ class FewShotSplit:
     stats: dict = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_no_timestamps(dataset: str, path: str) -> None:
+    logging.getLogger(__name__).warning(
+        f"{dataset}: the interactions have no timestamps, so the split uses fewshot.policy: random "
+        "instead of time (new items chosen at random); give the interactions a TIME_FIELD to order them by launch")
+
+
 def _rng(seed: int, purpose: str) -> np.random.Generator:
     """An independent generator per purpose, so one use of randomness never shifts another."""
     digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
@@ -110,9 +132,14 @@ def _rng(seed: int, purpose: str) -> np.random.Generator:
 
 
 def split_interactions(
-    inter: pd.DataFrame, uid_field: str, iid_field: str, time_field: str | None, spec: SplitSpec
+    inter: pd.DataFrame, uid_field: str, iid_field: str, time_field: str | None, spec: SplitSpec,
+    launch: pd.Series | None = None,
 ) -> FewShotSplit:
-    """Split an interaction table (values as read from the atomic file) into a few-shot split."""
+    """Split an interaction table (values as read from the atomic file) into a few-shot split.
+
+    ``launch`` (item token -> launch time, NaN where unknown) replaces, under policy ``time``, the first
+    interaction as the launch of the items it gives a time.
+    """
     for name, key in ((uid_field, "USER_ID_FIELD"), (iid_field, "ITEM_ID_FIELD")):
         if name not in inter.columns:
             raise FewShotSplitError(
@@ -139,9 +166,11 @@ def split_interactions(
     counts = table.groupby(iid_field, sort=False).size()
     eligible = counts[counts >= spec.max_shots + 1].index.to_numpy()
     if spec.policy == "time":
-        launch = table.groupby(iid_field, sort=False)["_time"].min().loc[eligible]
+        launch_times = table.groupby(iid_field, sort=False)["_time"].min().loc[eligible]
+        if launch is not None:
+            launch_times = launch.reindex(launch_times.index).fillna(launch_times)
         order_key = _rng(spec.seed, "launch-ties").permutation(len(eligible))
-        ordered = pd.DataFrame({"item": eligible, "launch": launch.to_numpy(), "key": order_key})
+        ordered = pd.DataFrame({"item": eligible, "launch": launch_times.to_numpy(), "key": order_key})
         eligible = ordered.sort_values(["launch", "key"], kind="stable")["item"].to_numpy()
     else:
         eligible = np.sort(eligible)
@@ -208,7 +237,7 @@ class SourceDataset:
     path: Path
     uid_field: str = "user_id"
     iid_field: str = "item_id"
-    time_field: str | None = "timestamp"
+    time_field: str | None = DEFAULT_TIME_FIELD
 
     def file(self, suffix: str) -> Path:
         return self.path / f"{self.name}.{suffix}"
@@ -269,6 +298,31 @@ def _manifest_for(source: SourceDataset, spec: SplitSpec, name: str, split: FewS
     }
 
 
+def field_names(path: str | os.PathLike) -> list[str]:
+    """The field names of an atomic file's header (its first line only)."""
+    with open(path, encoding="utf-8") as handle:
+        return [cell.split(":", 1)[0] for cell in handle.readline().rstrip("\r\n").split(FIELD_SEPARATOR)]
+
+
+def launch_times(source: SourceDataset) -> pd.Series | None:
+    """The ``launch_time`` field of the source's ``.item`` file, if it has one: item token -> seconds,
+    NaN where empty."""
+    path = source.file("item")
+    if not path.is_file():
+        return None
+    names = field_names(path)
+    if LAUNCH_FIELD not in names or source.iid_field not in names:
+        return None
+    table, _ = read_atomic(path)
+    values = pd.to_numeric(table[LAUNCH_FIELD].replace("", np.nan), errors="coerce")
+    bad = values.isna() & (table[LAUNCH_FIELD] != "")
+    if bad.any():
+        raise FewShotSplitError(
+            f"{path}: {LAUNCH_FIELD} holds {int(bad.sum())} value(s) that are no number, e.g. "
+            f"{table.loc[bad, LAUNCH_FIELD].iloc[0]!r}: write launch times as unix seconds, or leave them empty")
+    return pd.Series(values.to_numpy(dtype=float), index=table[source.iid_field].to_numpy())
+
+
 def manifest_path(split_dir: str | os.PathLike, name: str) -> Path:
     return Path(split_dir) / f"{name}.{MANIFEST_SUFFIX}"
 
@@ -286,6 +340,8 @@ def materialize(source: SourceDataset, spec: SplitSpec, out: str | os.PathLike) 
     place, so a failure leaves nothing behind.
     """
     out = Path(out)
+    if source.time_field in (None, DEFAULT_TIME_FIELD) and source.time_field not in field_names(source.file("inter")):
+        spec = spec.without_timestamps(source.name, str(source.path))
     checksum = source.checksum()
     name = spec.split_name(source.name, checksum)
     target = out / name
@@ -303,7 +359,8 @@ def materialize(source: SourceDataset, spec: SplitSpec, out: str | os.PathLike) 
 
     inter, inter_header = read_atomic(source.file("inter"))
     time_field = source.time_field if source.time_field in inter.columns else None
-    split = split_interactions(inter, source.uid_field, source.iid_field, time_field, spec)
+    launch = launch_times(source) if spec.policy == "time" else None
+    split = split_interactions(inter, source.uid_field, source.iid_field, time_field, spec, launch)
     headers = {"inter": inter_header}
 
     out.mkdir(parents=True, exist_ok=True)
