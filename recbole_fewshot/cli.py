@@ -10,6 +10,7 @@ from pathlib import Path
 import recbole_fewshot  # noqa: F401  (registers the plugin)
 from recbole_fewshot.benchmark import BenchmarkStopped
 from recbole_fewshot.data.split import FewShotSplitError, SplitSpec, materialize, resolve_source, summary_lines
+from recbole_fewshot.datasets import add_converter_parsers, run_converter
 
 
 def _recbole_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--shots", type=int, default=3)
     speed.add_argument("--epochs", type=int, default=2)
     speed.add_argument("--out", default="results/speed")
+    convert = commands.add_parser("convert", help="raw data to RecBole atomic files: table (your orders and products), online_retail")
+    add_converter_parsers(convert.add_subparsers(dest="source", required=True))
+
     embed = commands.add_parser("embed", help="add <prefix>_emb:float_seq, sentence-transformers vectors of item text fields, to the .item file")
     embed.add_argument("--dataset", required=True)
     embed.add_argument("--data-path", required=True, help="folder holding <dataset>/<dataset>.item")
@@ -218,11 +222,14 @@ def _spaced_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> l
     """Unknown ``--key=value`` arguments whose value holds a space (``--topk=[10, 20]``). argparse reads
     such an argument as a positional value, which an option taking several values (``--shots 3``) would
     swallow, so they are set aside before parsing."""
-    known = set(parser._option_string_actions)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for subparser in action.choices.values():
-                known |= set(subparser._option_string_actions)
+    known = set()
+    parsers = [parser]
+    while parsers:
+        current = parsers.pop()
+        known |= set(current._option_string_actions)
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
     return [arg for arg in argv if arg.startswith("--") and " " in arg and arg.split("=")[0] not in known]
 
 
@@ -247,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognised arguments {extra}")
         if args.command == "embed":
             return _embed(args)
+        if args.command == "convert":
+            return run_converter(args, "recbole-fewshot convert")
         return _split(args)
     except FewShotSplitError as error:
         print(f"recbole-fewshot: error: {error}", file=sys.stderr)

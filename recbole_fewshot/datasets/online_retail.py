@@ -39,18 +39,17 @@ Cleaning rules, applied in this order; the converter prints how many rows each o
 Then one description per stock code: the most frequent description on its kept lines (before rule 6
 merges them), ties broken by the alphabetically first, so the same input always gives the same title.
 
-Run it as ``python -m recbole_fewshot.datasets online_retail --raw FILE --out DIR``. Both files are
-built in memory, written to a staging folder next to the target and renamed into place, so an error
-never leaves a half-written dataset behind.
+Run it as ``recbole-fewshot convert online_retail --raw FILE --out DIR`` (or ``python -m
+recbole_fewshot.datasets online_retail ...``). Both files are built in memory, written to a staging
+folder next to the target and renamed into place, so an error never leaves a half-written dataset
+behind. Titles, numbers, times and the staged writing are those of the general table converter
+(:mod:`recbole_fewshot.datasets.table`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_fewshot.data.atomic import write_atomic
+from recbole_fewshot.datasets.table import ConversionError, format_number, staged_folder, title_words, unix_seconds
 
 NAME = "online_retail"
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
@@ -78,7 +78,7 @@ RULES = (
 )
 
 
-class OnlineRetailError(ValueError):
+class OnlineRetailError(ConversionError):
     """Unusable input: the message names the file and what is wrong with it."""
 
 
@@ -145,16 +145,6 @@ def normalize_customer(values: pd.Series) -> pd.Series:
     return values.str.replace(r"^(\d+)\.0*$", r"\1", regex=True)
 
 
-def title_words(description: str) -> str:
-    """Lowercased words of a description, joined by single spaces (a RecBole ``token_seq``)."""
-    text = description.lower().replace("'", "")
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", text).split())
-
-
-def _format_number(value: float) -> str:
-    return f"{value:.10g}"
-
-
 def _numbers(table: pd.DataFrame, column: str, path_hint: str) -> pd.Series:
     values = pd.to_numeric(table[column], errors="coerce")
     bad = values.isna()
@@ -162,16 +152,6 @@ def _numbers(table: pd.DataFrame, column: str, path_hint: str) -> pd.Series:
         first = table.loc[bad, column].iloc[0]
         raise OnlineRetailError(f"{path_hint}: {int(bad.sum())} row(s) with a non-numeric {column}, e.g. {first!r}")
     return values
-
-
-def _parse_times(values: pd.Series) -> pd.Series:
-    """ISO dates (UCI's sheet, this CSV); otherwise the format pandas infers (``12/1/2010 8:26``, month first)."""
-    times = pd.to_datetime(values, format="ISO8601", errors="coerce")
-    if times.isna().any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            times = pd.to_datetime(values, errors="coerce")
-    return times
 
 
 def convert_table(raw: pd.DataFrame, source: str = "input") -> Conversion:
@@ -194,13 +174,12 @@ def convert_table(raw: pd.DataFrame, source: str = "input") -> Conversion:
     table = table.assign(StockCode=table["StockCode"].str.upper())
     drop("non_product", ~table["StockCode"].str.match(PRODUCT_CODE))
 
-    times = _parse_times(table["InvoiceDate"])
-    if times.isna().any():
-        first = table.loc[times.isna(), "InvoiceDate"].iloc[0]
-        raise OnlineRetailError(f"{source}: {int(times.isna().sum())} row(s) with an unreadable InvoiceDate, e.g. {first!r}")
-    if times.dt.tz is not None:
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    table = table.assign(_time=(times - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1))
+    # ISO dates (UCI's sheet, this CSV), otherwise the format pandas infers (``12/1/2010 8:26``, month first)
+    seconds = unix_seconds(table["InvoiceDate"])
+    if seconds.isna().any():
+        first = table.loc[seconds.isna(), "InvoiceDate"].iloc[0]
+        raise OnlineRetailError(f"{source}: {int(seconds.isna().sum())} row(s) with an unreadable InvoiceDate, e.g. {first!r}")
+    table = table.assign(_time=seconds.astype(np.int64))
 
     # Item table from the kept lines: the most frequent description (ties: alphabetically first), median price.
     described = table[table["Description"] != ""]
@@ -211,7 +190,7 @@ def convert_table(raw: pd.DataFrame, source: str = "input") -> Conversion:
     items = pd.DataFrame({"item_id": price.index})
     items["title"] = items["item_id"].map(description).fillna("").map(title_words)
     items["price"] = price.to_numpy()
-    items["price"] = items["price"].map(_format_number)
+    items["price"] = items["price"].map(format_number)
 
     # One row per invoice line: duplicate lines of an invoice merge (summed quantity, earliest time).
     removed_rows["duplicate_line"] = table.loc[table.duplicated(["InvoiceNo", "StockCode"]), "_row"].tolist()
@@ -231,34 +210,19 @@ def convert_table(raw: pd.DataFrame, source: str = "input") -> Conversion:
         "user_id": lines["user_id"].to_numpy(),
         "item_id": lines["StockCode"].to_numpy(),
         "timestamp": lines["timestamp"].astype(np.int64).astype(str).to_numpy(),
-        "quantity": lines["quantity"].map(_format_number).to_numpy(),
+        "quantity": lines["quantity"].map(format_number).to_numpy(),
     })
     removed = {key: len(removed_rows[key]) for key, _ in RULES}
     return Conversion(inter=inter, item=items.reset_index(drop=True), raw_rows=len(raw), removed=removed,
                       removed_rows=removed_rows)
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_dataset(conversion: Conversion, out: str | os.PathLike, name: str = NAME) -> Path:
     """Write ``out/name/name.inter`` and ``.item``; both are staged, then renamed into place."""
-    folder = Path(out) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}.staging."))
-    try:
+    with staged_folder(out, name) as staging:
         write_atomic(conversion.inter, INTER_HEADER, staging / f"{name}.inter")
         write_atomic(conversion.item, ITEM_HEADER, staging / f"{name}.item")
-        mode = _default_file_mode()
-        for suffix in ("inter", "item"):
-            os.chmod(staging / f"{name}.{suffix}", mode)  # mkstemp makes 0600 files; data files are for all
-            os.replace(staging / f"{name}.{suffix}", folder / f"{name}.{suffix}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return Path(out) / name
 
 
 def convert(raw: str | os.PathLike, out: str | os.PathLike, name: str = NAME) -> Conversion:
