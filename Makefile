@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # torch first and pinned: 2.13.0 is a CPU build on disk here; an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
-EXTRAS := .[test,text,xlsx]
+EXTRAS := .[test,text,xlsx,parquet]
 # The versions the test suite last passed with; `make lock` refreshes them (docs/install.md).
 CONSTRAINTS := constraints.txt
 RUN_OUT ?= results/quick

@@ -4,6 +4,7 @@ what it writes, CSV and Parquet alike, and the split of a dataset without timest
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -197,16 +198,20 @@ def test_empty_ids_are_refused(tmp_path, option, column, table):
     assert "the first is data row 5" in message and "fill in the ids or drop those rows" in message
 
 
-@pytest.mark.parametrize(("column", "option", "bad"), [("ordered_at", "time", "yesterday"), ("ordered_at", "time", ""),
-                                                       ("launch_date", "launch", "soon")])
-def test_unreadable_times_are_refused(tmp_path, column, option, bad):
+def error_with_one_bad_value(tmp_path: Path, in_products: bool, row: int, column: str, bad: str) -> str:
+    """The conversion error of the sample with ``bad`` in ``column`` of one row (orders or products)."""
     orders, products = read_csv(ORDERS), read_csv(PRODUCTS)
-    frame = orders if option == "time" else products
-    frame.loc[3, column] = bad
+    (products if in_products else orders).loc[row, column] = bad
     orders_file, products_file = write_tables(tmp_path / "in", orders, products)
     with pytest.raises(ConversionError) as caught:
         convert(orders_file, tmp_path / "out", "shop", SHOP, items=products_file)
-    message = str(caught.value)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("column", "option", "bad"), [("ordered_at", "time", "yesterday"), ("ordered_at", "time", ""),
+                                                       ("launch_date", "launch", "soon")])
+def test_unreadable_times_are_refused(tmp_path, column, option, bad):
+    message = error_with_one_bad_value(tmp_path, in_products=option == "launch", row=3, column=column, bad=bad)
     assert f"column {column!r} (--{option}) has 1 value(s) that are no date or unix time, e.g. {bad!r}" in message
     assert "2023-03-01 14:22" in message
 
@@ -221,13 +226,8 @@ def test_empty_launch_dates_are_allowed():
 @pytest.mark.parametrize(("column", "option", "bad"), [("price", "numeric", "$12.00"), ("price", "numeric", "1,299.00"),
                                                        ("quantity", "quantity", "two"), ("quantity", "quantity", "")])
 def test_numbers_that_are_no_numbers_are_refused(tmp_path, column, option, bad):
-    orders, products = read_csv(ORDERS), read_csv(PRODUCTS)
-    frame = products if option == "numeric" else orders
-    frame.loc[2, column] = bad
-    orders_file, products_file = write_tables(tmp_path / "in", orders, products)
-    with pytest.raises(ConversionError) as caught:
-        convert(orders_file, tmp_path / "out", "shop", SHOP, items=products_file)
-    assert f"column {column!r} (--{option}) has 1 value(s) that are no number, e.g. {bad!r}" in str(caught.value)
+    message = error_with_one_bad_value(tmp_path, in_products=option == "numeric", row=2, column=column, bad=bad)
+    assert f"column {column!r} (--{option}) has 1 value(s) that are no number, e.g. {bad!r}" in message
 
 
 def test_a_product_listed_twice_is_refused(tmp_path):
