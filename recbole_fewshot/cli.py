@@ -22,13 +22,20 @@ def _recbole_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) ->
 
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> int:
+    from recbole_fewshot.benchmark import list_models, model_spec
     from recbole_fewshot.distributed import run_distributed
 
+    if args.model not in list_models():
+        print(f"recbole-fewshot: error: --model {args.model} is no model or variant; "
+              "`recbole-fewshot benchmark --list-models` lists them", file=sys.stderr)
+        return 2
+    model, variant_config = model_spec(args.model)  # a variant (FewShotRec-CNN) is its model and settings
     # RecBole reads overrides from sys.argv itself (highest precedence), exactly as its run_recbole.py;
     # spawned workers receive the same sys.argv.
     sys.argv = [sys.argv[0], *overrides]
     result = run_distributed(
-        model=args.model, dataset=args.dataset, config_file_list=args.config_files or None, nproc=args.nproc,
+        model=model, dataset=args.dataset, config_file_list=args.config_files or None,
+        config_dict=variant_config or None, nproc=args.nproc,
         world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.offset, backend=args.backend,
     )
     print(f"best valid: {dict(result['best_valid_result'] or {})}")

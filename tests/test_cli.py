@@ -150,3 +150,28 @@ def test_console_script_run(planted_k2, in_tmp):
     assert done.returncode == 0, done.stderr[-3000:]
     assert set(parse_result(done.stdout)[1]) == {"ndcg@5", "recall@5"}
     assert (in_tmp / "log").is_dir()  # RecBole's log folder went to the working directory
+
+
+def test_run_names_an_unknown_model_in_one_line(capsys):
+    assert main(["run", "--model", "NoSuch", "--dataset", "ml-100k"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model NoSuch is no model or variant" in err[0] and "--list-models" in err[0]
+
+
+def test_run_accepts_a_variant_name_as_its_model_and_settings(monkeypatch):
+    import recbole_fewshot.distributed as distributed
+
+    seen = {}
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        return {"best_valid_result": {}, "test_result": {}}
+
+    monkeypatch.setattr(distributed, "run_distributed", fake_run)
+    assert main(["run", "--model", "FewShotRec-CNN", "--dataset", "ml-100k"]) == 0
+    assert seen["model"] == "FewShotRec" and seen["config_dict"]["behaviour_encoder"] == "cnn"
+
+
+def test_importing_the_package_prints_no_third_party_warning():
+    result = subprocess.run([sys.executable, "-c", "import recbole_fewshot"], capture_output=True, text=True, check=True)
+    assert "pkg_resources" not in result.stderr, result.stderr
