@@ -79,11 +79,11 @@ def _benchmark(args: argparse.Namespace, overrides: dict) -> int:
 
         tuned = str(Path(args.out) / "tuning")
         tune(args.dataset, models, args.tune, tuned, shots=args.tune_shots, data_path=args.data_path,
-             candidates=args.candidates, overrides=overrides, split_options={"policy": args.policy})
+             candidates=args.candidates, overrides=overrides, split_options=_split_options(args))
     benchmark(
         args.dataset, models, args.shots, args.seeds, args.out, data_path=args.data_path,
         candidates=args.candidates, config_files=args.config_files or (), overrides=overrides,
-        command="recbole-fewshot " + " ".join(sys.argv[1:]), split_options={"policy": args.policy},
+        command="recbole-fewshot " + " ".join(sys.argv[1:]), split_options=_split_options(args),
         jobs=args.jobs, tuned=tuned,
     )
     print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
@@ -95,7 +95,7 @@ def _tune(args: argparse.Namespace, overrides: dict) -> int:
 
     winners = tune(args.dataset, args.models, args.trials, args.out, shots=args.shots, seed=args.seed,
                    data_path=args.data_path, candidates=args.candidates, overrides=overrides,
-                   split_options={"policy": args.policy})
+                   split_options=_split_options(args))
     for label in args.models:
         print(f"{label}: {winners[label]}" if label in winners else f"{label}: no search_space declared, nothing to tune")
     return 0
@@ -141,6 +141,26 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+OVERRIDES_HELP = ("Any other --key=value is a RecBole or model setting for every cell (--epochs=10, "
+                  "--learning_rate=0.001, --topk=[10,20]); it wins over the model's defaults and tuned settings.")
+
+
+def _add_split_options(parser: argparse.ArgumentParser) -> None:
+    """The split's settings (docs/split.md), shared by split, benchmark and tune."""
+    parser.add_argument("--policy", choices=["time", "random"], default="time",
+                        help="which items are new: the last to appear (time) or drawn at random; time falls back to "
+                             "random, with a warning, on interactions without timestamps")
+    parser.add_argument("--new-item-ratio", type=float, default=0.2, help="share of the eligible items made new")
+    parser.add_argument("--valid-share", type=float, default=0.5, help="share of the new items that validate")
+    parser.add_argument("--max-shots", type=int, default=10,
+                        help="an item is eligible to be new with more than this many interactions")
+
+
+def _split_options(args: argparse.Namespace) -> dict:
+    return {"policy": args.policy, "new_item_ratio": args.new_item_ratio, "valid_share": args.valid_share,
+            "max_shots": args.max_shots}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recbole-fewshot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -160,10 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     split = commands.add_parser("split", help="write a few-shot new-item split as RecBole atomic files")
     split.add_argument("--dataset", required=True)
     split.add_argument("--shots", type=int, required=True)
-    split.add_argument("--policy", choices=["time", "random"], default="time")
-    split.add_argument("--new-item-ratio", type=float, default=0.2)
-    split.add_argument("--valid-share", type=float, default=0.5)
-    split.add_argument("--max-shots", type=int, default=10)
+    _add_split_options(split)
     split.add_argument("--seed", type=int, default=2020)
     split.add_argument("--data-path", default=None, help="folder holding <dataset>/<dataset>.inter (ml-100k: embedded)")
     split.add_argument("--user-field", default="user_id")
@@ -171,14 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--time-field", default="timestamp")
     split.add_argument("--out", required=True)
 
-    bench = commands.add_parser("benchmark", help="models x shots x seeds into results.csv, results.md and a plot")
+    bench = commands.add_parser("benchmark", help="models x shots x seeds into results.csv, results.md and a plot",
+                                epilog=OVERRIDES_HELP)
     bench.add_argument("--dataset", default="ml-100k")
     bench.add_argument("--data-path", default=None)
     bench.add_argument("--models", nargs="+", help="default: every baseline, peer and FewShotRec variant")
     bench.add_argument("--shots", nargs="+", type=int, default=[0, 1, 3, 5])
     bench.add_argument("--seeds", type=int, default=3)
     bench.add_argument("--candidates", choices=["new", "all"], default="new")
-    bench.add_argument("--policy", choices=["time", "random"], default="time")
+    _add_split_options(bench)
     bench.add_argument("--config-files", nargs="+", default=None)
     bench.add_argument("--out")
     bench.add_argument("--list-models", action="store_true")
@@ -189,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="first tune every model with N valid-only trials (into OUT/tuning), then run with the winners")
     bench.add_argument("--tune-shots", type=int, default=3, help="the K of the split the tuner runs on (seed 2020)")
 
-    tuner = commands.add_parser("tune", help="N valid-only optuna trials per model over its yaml's search_space")
+    tuner = commands.add_parser("tune", help="N valid-only optuna trials per model over its yaml's search_space",
+                                epilog=OVERRIDES_HELP)
     tuner.add_argument("--dataset", default="ml-100k")
     tuner.add_argument("--data-path", default=None)
     tuner.add_argument("--models", nargs="+", required=True)
@@ -197,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     tuner.add_argument("--shots", type=int, default=3, help="K of the split tuned on")
     tuner.add_argument("--seed", type=int, default=2020)
     tuner.add_argument("--candidates", choices=["new", "all"], default="new")
-    tuner.add_argument("--policy", choices=["time", "random"], default="time")
+    _add_split_options(tuner)
     tuner.add_argument("--out", required=True, help="folder of the studies and winners (benchmark --tuned reads it)")
 
     quick = commands.add_parser("quick", help="the main job: a quick ml-100k benchmark (K = 0 and 3, one seed)")

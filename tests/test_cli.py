@@ -175,3 +175,14 @@ def test_run_accepts_a_variant_name_as_its_model_and_settings(monkeypatch):
 def test_importing_the_package_prints_no_third_party_warning():
     result = subprocess.run([sys.executable, "-c", "import recbole_fewshot"], capture_output=True, text=True, check=True)
     assert "pkg_resources" not in result.stderr, result.stderr
+
+
+def test_benchmark_and_tune_take_the_split_settings_and_document_overrides():
+    from recbole_fewshot.cli import _split_options, build_parser
+
+    parser = build_parser()
+    for command in (["benchmark", "--out", "x"], ["tune", "--models", "BPR", "--trials", "1", "--out", "x"]):
+        args = parser.parse_args([*command, "--new-item-ratio", "0.3", "--valid-share", "0.4", "--max-shots", "5"])
+        assert _split_options(args) == {"policy": "time", "new_item_ratio": 0.3, "valid_share": 0.4, "max_shots": 5}
+    help_text = parser._subparsers._group_actions[0].choices["benchmark"].format_help()
+    assert "--new-item-ratio" in help_text and "--key=value" in help_text
