@@ -36,3 +36,11 @@ def test_readme_table_is_the_rendered_summary(heading, results):
     assert f"]({results})" in readme[readme.index(heading):], f"the section {heading!r} must link {results}"
     rendered = first_k_table((RESULTS / results).read_text(encoding="utf-8"), "## Summary")
     assert first_k_table(readme, heading) == rendered
+
+
+def test_the_front_page_table_is_the_latest_benchmark_summary():
+    readme = (RESULTS.parent.parent / "README.md").read_text(encoding="utf-8")
+    results = "docs/results/latest/ml-100k/results.md"
+    assert f"]({results})" in readme[readme.index("## Results"):], "the Results section must link its benchmark"
+    rendered = first_k_table((RESULTS / "latest" / "ml-100k" / "results.md").read_text(encoding="utf-8"), "## Summary")
+    assert first_k_table(readme, "## Results") == rendered
