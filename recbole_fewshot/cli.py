@@ -22,14 +22,16 @@ def _recbole_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) ->
 
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from recbole_fewshot.benchmark import list_models, model_spec
+    from recbole_fewshot.benchmark import CONFIG_DIR, list_models, model_spec
     from recbole_fewshot.distributed import run_distributed
 
     if args.model not in list_models():
         print(f"recbole-fewshot: error: --model {args.model} is no model or variant; "
               "`recbole-fewshot benchmark --list-models` lists them", file=sys.stderr)
         return 2
-    model, variant_config = model_spec(args.model)  # a variant (FewShotRec-CNN) is its model and settings
+    model, variant_config = args.model, None
+    if (CONFIG_DIR / "variants" / f"{args.model}.yaml").is_file():  # a variant (FewShotRec-CNN): its model and settings
+        model, variant_config = model_spec(args.model)
     # RecBole reads overrides from sys.argv itself (highest precedence), exactly as its run_recbole.py;
     # spawned workers receive the same sys.argv.
     sys.argv = [sys.argv[0], *overrides]

@@ -91,9 +91,9 @@ def test_cli_run_passes_the_distributed_options(monkeypatch, capsys):
     monkeypatch.setattr("recbole_fewshot.distributed.run_distributed", fake_run)
     assert main(["run", "--model", "FewShotRec", "--dataset", "planted", "--nproc", "2", "--world-size", "4",
                  "--ip", "10.0.0.1", "--port", "29500", "--offset", "2", "--backend", "gloo", "--epochs=1"]) == 0
-    assert calls == [{"model": "FewShotRec", "dataset": "planted", "config_file_list": None, "nproc": 2,
+    assert calls == [{"model": "FewShotRec", "dataset": "planted", "config_file_list": None, "config_dict": None, "nproc": 2,
                       "world_size": 4, "ip": "10.0.0.1", "port": "29500", "group_offset": 2, "backend": "gloo"}]
     assert capsys.readouterr().out.splitlines()[-1] == "test result: {'ndcg@10': 0.25}"
     main(["run", "--model", "BPR", "--dataset", "planted"])
-    assert calls[-1] == {"model": "BPR", "dataset": "planted", "config_file_list": None, "nproc": 1,
+    assert calls[-1] == {"model": "BPR", "dataset": "planted", "config_file_list": None, "config_dict": None, "nproc": 1,
                          "world_size": -1, "ip": "localhost", "port": "5678", "group_offset": 0, "backend": None}
