@@ -35,7 +35,7 @@ def load_calls(monkeypatch):
         calls.append(str(path))
         return load_checkpoint(path, *args, **kwargs)
 
-    monkeypatch.setattr(compat, "load_checkpoint", spy)
+    monkeypatch.setattr(compat.upstream, "load_checkpoint", spy)
     return calls
 
 

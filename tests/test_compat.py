@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import os
@@ -75,6 +76,21 @@ def test_the_patch_list():
     assert set(compat.PATCHED) == EXPECTED_PATCHES
 
 
+def test_apply_runs_every_patch_function():
+    """The public functions of no arguments of hooks, upstream and distributed are the patches: each is
+    in PATCHES once, and is named after what it installs."""
+    defined = {
+        function
+        for module in (compat.hooks, compat.upstream, compat.distributed)
+        for name, function in inspect.getmembers(module, inspect.isfunction)
+        if function.__module__ == module.__name__ and not name.startswith("_")
+        and not inspect.signature(function).parameters
+    }
+    assert len(set(compat.PATCHES)) == len(compat.PATCHES)
+    assert set(compat.PATCHES) == defined
+    assert {function.__name__ for function in defined} == {name.split(":")[0] for name in EXPECTED_PATCHES}
+
+
 @pytest.mark.parametrize("name", sorted(OWNERS))
 def test_each_patch_is_installed_on_every_owner(name):
     owners, attribute = OWNERS[name]
@@ -131,7 +147,7 @@ def test_plugin_yaml_is_loaded_right_after_overall_yaml(monkeypatch, plugin, sha
         return original(self, file)
 
     monkeypatch.setitem(compat.PATCHED, "plugin_model_defaults", record)  # not used by the wrapper
-    wrapper = compat._make_update_internal_config_dict(record)
+    wrapper = compat.hooks._make_update_internal_config_dict(record)
     monkeypatch.setattr(recbole.config.configurator.Config, "_update_internal_config_dict", wrapper)
     recbole.config.configurator.Config(model=plugin, dataset="ml-100k")
     recbole_properties = os.path.realpath(os.path.join(os.path.dirname(recbole.__file__), "properties"))
@@ -194,11 +210,11 @@ def test_safe_loading_routes_torch_load_and_restores_it(monkeypatch):
         seen.append(torch.load)
         raise RuntimeError("boom")
 
-    wrapped = compat._make_safe_loading(probe)
+    wrapped = compat.upstream._make_safe_loading(probe)
     original_load = torch.load
     with pytest.raises(RuntimeError, match="boom"):
         wrapped()
-    assert seen == [compat.load_checkpoint]
+    assert seen == [compat.upstream.load_checkpoint]
     assert torch.load is original_load
 
 

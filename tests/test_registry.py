@@ -186,7 +186,7 @@ def compat_layers(function) -> int:
     layers = 0
     while function is not None:
         code = getattr(function, "__code__", None)
-        layers += code is not None and code.co_filename == compat.__file__
+        layers += code is not None and Path(code.co_filename).parent == Path(compat.__file__).parent
         function = getattr(function, "__wrapped__", None)
     return layers
 
