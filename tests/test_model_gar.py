@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import build_pipeline, build_trainer
 from planted import planted_split, train_and_test
@@ -25,8 +26,9 @@ def _batch(model, train_data):
     return (interaction[model.USER_ID][keep], interaction[model.ITEM_ID][keep], interaction[model.NEG_ITEM_ID][keep])
 
 
-def test_generator_and_recommender_pull_the_generated_embedding_in_opposite_directions(planted_k2, in_tmp):
-    model, train_data = _gar(planted_k2, in_tmp)
+@pytest.mark.parametrize("recommender", ["embeddings", "towers"])
+def test_generator_and_recommender_pull_the_generated_embedding_in_opposite_directions(planted_k2, in_tmp, recommender):
+    model, train_data = _gar(planted_k2, in_tmp, recommender=recommender)
     model.train()
     model.calculate_loss(next(iter(train_data)))  # batch-norm statistics of a training batch
     model.eval()  # per-row scores (running statistics), so the two gradients compare row by row
@@ -49,12 +51,16 @@ def test_generator_and_recommender_pull_the_generated_embedding_in_opposite_dire
     assert after_generator_step.mean() > before.mean()
 
 
-def test_each_objective_reaches_only_its_own_player(planted_k2, in_tmp):
-    model, train_data = _gar(planted_k2, in_tmp, **NO_DROPOUT)
+@pytest.mark.parametrize("recommender", ["embeddings", "towers"])
+def test_each_objective_reaches_only_its_own_player(planted_k2, in_tmp, recommender):
+    """The recommender's parameters are the towers, or the warm embeddings it fine-tunes."""
+    model, train_data = _gar(planted_k2, in_tmp, recommender=recommender, **NO_DROPOUT)
+    assert model.backbone.user_embedding.weight.requires_grad == (recommender == "embeddings")
     model.train()
     recommender, generator = model.adversarial_losses(*_batch(model, train_data))
     generator_params = list(model.generator_mlp.parameters()) + list(model.content.parameters())
-    tower_params = list(model.user_tower.parameters()) + list(model.item_tower.parameters())
+    tower_params = [p for p in [*model.user_tower.parameters(), *model.item_tower.parameters(),
+                                *model.backbone.parameters()] if p.requires_grad]
 
     to_generator = torch.autograd.grad(recommender, generator_params, retain_graph=True, allow_unused=True)
     assert all(g is None or float(g.abs().sum()) == 0 for g in to_generator)
@@ -68,7 +74,7 @@ def test_each_objective_reaches_only_its_own_player(planted_k2, in_tmp):
 
 
 def test_cold_items_are_scored_with_generated_embeddings(planted_k2, in_tmp):
-    model, _ = _gar(planted_k2, in_tmp)
+    model, _ = _gar(planted_k2, in_tmp, recommender="towers")
     model.eval()
     items = torch.arange(model.n_items)
     cold = model.is_cold(items)
@@ -86,6 +92,11 @@ def test_cold_items_are_scored_with_generated_embeddings(planted_k2, in_tmp):
     after = model.full_sort_predict(interaction).view(len(users), -1)
     assert torch.allclose(after[:, cold], before[:, cold])
     assert not torch.allclose(after[:, ~cold], before[:, ~cold])
+
+
+def test_an_unknown_recommender_is_refused_by_name(planted_k2, in_tmp):
+    with pytest.raises(ValueError, match="recommender must be one of"):
+        _gar(planted_k2, in_tmp, recommender="gnn")
 
 
 def test_training_beats_the_untrained_model_on_a_planted_pattern(tmp_path, in_tmp):

@@ -143,7 +143,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         d = config["embedding_size"]
         self.embedding_size = d
         self.max_shots = config["max_shots"]
-        self.freeze_backbone = config["freeze_backbone"]
+        self.fine_tunes_backbone = not config["freeze_backbone"]  # read by the trainer once the backbone is trained
         self.ridge_lambda = float(config["ridge_lambda"])
         self.field2token_id = dataset.field2token_id
 

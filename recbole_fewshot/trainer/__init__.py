@@ -1,7 +1,5 @@
 """Trainers of plugin models that need one, found by RecBole as ``recbole.trainer.<Model>Trainer``."""
 
-from torch.nn.parallel import DistributedDataParallel
-
 from recbole_fewshot.trainer.backbone import WarmBackboneTrainer
 from recbole_fewshot.trainer.user_grouped import UserGroupedTrainer
 
@@ -45,12 +43,7 @@ class FewShotRecTrainer(UserGroupedTrainer, WarmBackboneTrainer):
 
     def prepare_backbone(self, train_data) -> None:
         super().prepare_backbone(train_data)
-        model = self.model
-        model.prepare_transfer()
-        if not model.freeze_backbone:
-            model.backbone.requires_grad_(True)
-            if not self.config["single_spec"]:  # wrapped again: the backbone trains with the model
-                self.distributed_model = DistributedDataParallel(model, device_ids=self.distributed_model.device_ids)
+        self.model.prepare_transfer()
 
 
 class BackboneFloorTrainer(WarmBackboneTrainer):

@@ -140,7 +140,8 @@ class WarmBackboneTrainer(Trainer):
     trained with early stopping on a warm holdout (see the module docstring), loaded from
     ``backbone_cache_dir`` where an identical backbone was trained before, or loaded from the RecBole BPR
     checkpoint named by ``pretrained_backbone`` (no training). The model then records
-    ``backbone_best_epoch`` and ``backbone_holdout_ndcg`` (None without a holdout evaluation).
+    ``backbone_best_epoch`` and ``backbone_holdout_ndcg`` (None without a holdout evaluation). The
+    backbone is then frozen, unless the model's ``fine_tunes_backbone`` is True: its loss trains it on.
 
     In distributed mode each process trains on its share of every epoch's batches, the backbone's
     gradients are averaged over the processes, every process evaluates the holdout (identical
@@ -171,6 +172,8 @@ class WarmBackboneTrainer(Trainer):
                 if cache is not None:
                     self._save_cached(cache)
         backbone.freeze()
+        if getattr(self.model, "fine_tunes_backbone", False):  # the model's own loss trains it from here on
+            backbone.requires_grad_(True)
         if not self.config["single_spec"]:
             self.distributed_model = DistributedDataParallel(self.model, device_ids=self.distributed_model.device_ids)
 
