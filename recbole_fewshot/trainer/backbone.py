@@ -50,7 +50,7 @@ from recbole_fewshot.checkpoint import load_checkpoint
 
 HOLDOUT_TOPK = 20
 CACHE_FORMAT = 1  # bumped whenever the training procedure changes what a cached backbone would be
-# The values that reproduce a backbone trained before each setting existed (see compat.config_unpickle):
+# The values that reproduce a backbone trained before each setting existed (see compat.upstream.config_unpickle):
 # every training interaction for exactly backbone_epochs epochs, no penalty, the model's batch size.
 SETTINGS_BEFORE_ADDED = {"backbone_holdout": 0.0, "backbone_weight_decay": 0.0, "backbone_train_batch_size": None}
 # Every setting that changes a trained backbone, besides the training data itself; the cache key.
