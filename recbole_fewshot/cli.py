@@ -144,7 +144,10 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 OVERRIDES_HELP = ("Any other --key=value is a RecBole or model setting for every cell (--epochs=10, "
-                  "--learning_rate=0.001, --topk=[10,20]); it wins over the model's defaults and tuned settings.")
+                  "--learning_rate=0.001, --topk=[10,20]); it wins over the model's defaults and tuned settings. "
+                  "Epochs are capped per phase: --backbone_epochs=N caps the warm backbone (which stops early on "
+                  "its warm holdout, and is trained once per split and cached), --epochs=N each model's own "
+                  "training (which stops early on the validation items after --stopping_step=N epochs without gain).")
 
 
 def _add_split_options(parser: argparse.ArgumentParser) -> None:

@@ -186,3 +186,4 @@ def test_benchmark_and_tune_take_the_split_settings_and_document_overrides():
         assert _split_options(args) == {"policy": "time", "new_item_ratio": 0.3, "valid_share": 0.4, "max_shots": 5}
     help_text = parser._subparsers._group_actions[0].choices["benchmark"].format_help()
     assert "--new-item-ratio" in help_text and "--key=value" in help_text
+    assert "--backbone_epochs=N caps the warm backbone" in " ".join(help_text.split())
