@@ -51,12 +51,20 @@ class Cell:
     seed: int
 
 
+def variant_spec(label: str) -> tuple[str, dict] | None:
+    """The RecBole model name and settings of a variant in ``configs/variants`` (FewShotRec-CNN), or None."""
+    variant = CONFIG_DIR / "variants" / f"{label}.yaml"
+    if not variant.is_file():
+        return None
+    config = yaml.safe_load(variant.read_text(encoding="utf-8")) or {}
+    return config.pop("model"), config
+
+
 def model_spec(label: str) -> tuple[str, dict]:
     """The RecBole model name and config of a label: a model, or a variant in ``configs/variants``."""
-    variant = CONFIG_DIR / "variants" / f"{label}.yaml"
-    if variant.is_file():
-        config = yaml.safe_load(variant.read_text(encoding="utf-8")) or {}
-        return config.pop("model"), config
+    variant = variant_spec(label)
+    if variant is not None:
+        return variant
     model_file = CONFIG_DIR / "models" / f"{label}.yaml"
     config = (yaml.safe_load(model_file.read_text(encoding="utf-8")) if model_file.is_file() else None) or {}
     config.pop("search_space", None)  # the tuner's, not RecBole's

@@ -22,16 +22,14 @@ def _recbole_overrides(extra: Sequence[str], parser: argparse.ArgumentParser) ->
 
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from recbole_fewshot.benchmark import CONFIG_DIR, list_models, model_spec
+    from recbole_fewshot.benchmark import list_models, variant_spec
     from recbole_fewshot.distributed import run_distributed
 
     if args.model not in list_models():
         print(f"recbole-fewshot: error: --model {args.model} is no model or variant; "
               "`recbole-fewshot benchmark --list-models` lists them", file=sys.stderr)
         return 2
-    model, variant_config = args.model, None
-    if (CONFIG_DIR / "variants" / f"{args.model}.yaml").is_file():  # a variant (FewShotRec-CNN): its model and settings
-        model, variant_config = model_spec(args.model)
+    model, variant_config = variant_spec(args.model) or (args.model, None)  # a variant: its model and settings
     # RecBole reads overrides from sys.argv itself (highest precedence), exactly as its run_recbole.py;
     # spawned workers receive the same sys.argv.
     sys.argv = [sys.argv[0], *overrides]
@@ -46,10 +44,7 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    spec = SplitSpec(
-        shots=args.shots, policy=args.policy, new_item_ratio=args.new_item_ratio,
-        valid_share=args.valid_share, max_shots=args.max_shots, seed=args.seed,
-    )
+    spec = SplitSpec(shots=args.shots, seed=args.seed, **_split_options(args))
     source = resolve_source(args.dataset, args.data_path, uid_field=args.user_field,
                             iid_field=args.item_field, time_field=args.time_field)
     name, manifest = materialize(source, spec, args.out)

@@ -143,18 +143,19 @@ class MetaEmb(CachedItemTable, GeneralRecommender):
         device = user.device
         task = self.item_count[item] > self.max_shots  # warm items are the meta-training tasks
         user, item = user[task], item[task]
-        phi = self.meta_embedding(item)
-
         shots = self.first_buyers[item]
-        mask_a = torch.arange(self.warmup_shots, device=device) < self.first_len[item].unsqueeze(1)
         negatives_a = self.warm_items[torch.randint(len(self.warm_items), shots.shape, device=device)]
-        loss_a = self.support_loss(phi, shots, self.meta_embedding(negatives_a), mask_a)
+        negatives_b = self.warm_items[torch.randint(len(self.warm_items), user.shape, device=device)]
+        # one generator pass over the tasks and both losses' negatives (the encoder reads each distinct item once)
+        phi, generated_a, generated_b = self.meta_embedding(torch.cat([item, negatives_a.flatten(), negatives_b])).split(
+            [len(item), negatives_a.numel(), len(negatives_b)])
+
+        mask_a = torch.arange(self.warmup_shots, device=device) < self.first_len[item].unsqueeze(1)
+        loss_a = self.support_loss(phi, shots, generated_a.view(*negatives_a.shape, -1), mask_a)
         warmed = self.warm_up(phi, loss_a, create_graph=True)
 
         in_b = ~((shots == user.unsqueeze(1)) & mask_a).any(1)  # D_b: interactions after the first shots
-        negatives_b = self.warm_items[torch.randint(len(self.warm_items), user.shape, device=device)]
-        loss_b = self.support_loss(warmed, user.unsqueeze(1), self.meta_embedding(negatives_b).unsqueeze(1),
-                                   in_b.unsqueeze(1).float())
+        loss_b = self.support_loss(warmed, user.unsqueeze(1), generated_b.unsqueeze(1), in_b.unsqueeze(1).float())
         loss_a = loss_a.sum() / max(len(item), 1)
         loss_b = loss_b.sum() / in_b.sum().clamp_min(1)
         return self.alpha * loss_a + (1 - self.alpha) * loss_b

@@ -194,8 +194,8 @@ def run_seed(args: argparse.Namespace, coldrec: Path, seed: int) -> dict:
     return figures
 
 
-def project_figures(path: Path, seeds: list[int], split: str = "test") -> dict[str, dict[int, float]]:
-    """NDCG@20 on ``split`` (test or valid) per project model and seed at K = 0 on ml-100k (new-item
+def project_figures(path: Path, seeds: list[int]) -> dict[str, dict[str, dict[int, float]]]:
+    """NDCG@20 per phase (``test``, ``valid``), project model and seed at K = 0 on ml-100k (new-item
     candidates) from a benchmark results.csv: the last row of each cell, as the benchmark's own summary reads it."""
     latest: dict[tuple[str, int], dict] = {}
     with open(path, newline="", encoding="utf-8") as handle:
@@ -203,10 +203,11 @@ def project_figures(path: Path, seeds: list[int], split: str = "test") -> dict[s
             if (row["dataset"], row["shots"], row.get("candidates", "new")) == ("ml-100k", "0", "new") \
                     and int(row["seed"]) in seeds:
                 latest[(row["model"], int(row["seed"]))] = row
-    figures: dict[str, dict[int, float]] = {}
+    figures: dict[str, dict[str, dict[int, float]]] = {"test": {}, "valid": {}}
     for (model, seed), row in latest.items():
-        if row["status"] == "ok" and row.get(f"{split}_{METRIC}"):
-            figures.setdefault(model, {})[seed] = float(row[f"{split}_{METRIC}"])
+        for phase, by_model in figures.items():
+            if row["status"] == "ok" and row.get(f"{phase}_{METRIC}"):
+                by_model.setdefault(model, {})[seed] = float(row[f"{phase}_{METRIC}"])
     return figures
 
 
@@ -264,9 +265,8 @@ def main() -> None:
         commit = checkout_commit(args.coldrec)
         coldrec = patched_copy(args.coldrec, args.out / "coldrec")
         per_seed = {seed: run_seed(args, coldrec, seed) for seed in args.seeds}
-    project = project_figures(args.project_csv, args.seeds) if args.project_csv else {}
-    project_valid = project_figures(args.project_csv, args.seeds, "valid") if args.project_csv else {}
-    rows = summary(per_seed, project, args.models, project_valid)
+    project = project_figures(args.project_csv, args.seeds) if args.project_csv else {"test": {}, "valid": {}}
+    rows = summary(per_seed, project["test"], args.models, project["valid"])
     table = markdown(rows, args.seeds, args.project_csv)
     report = {"coldrec_commit": commit, "seeds": args.seeds, "shots": 0, "metric": f"test {METRIC}",
               "tie_draws": args.tie_draws, "min_title_films": args.min_title_films, "threads": args.threads,
