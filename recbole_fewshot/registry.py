@@ -4,15 +4,13 @@ RecBole resolves models and trainers by name, and both are served here:
 
 * models: ``get_model`` calls ``importlib.util.find_spec('recbole.model.<type>_recommender.<lowercase>')``,
   which consults ``sys.modules`` first, so every plugin model module is aliased there;
-* trainers: ``get_trainer`` looks up the attribute ``recbole.trainer.<Model>Trainer``.
-
-(RecBole's third lookup, ``recbole.data.dataset.<Model>Dataset``, is not needed: every plugin model runs
-on RecBole's own datasets.)
+* trainers: ``get_trainer`` looks up the attribute ``recbole.trainer.<Model>Trainer``, which is set to the
+  model's trainer (``plugin_trainer``).
 
 Model defaults come from ``recbole_fewshot/properties/model/<Model>.yaml`` (see ``compat``), after
 ``recbole_fewshot/properties/backbone.yaml`` for the models trained after a warm backbone.
-A model is any module under ``recbole_fewshot/model/`` that defines a class of the same name
-(lowercased); its trainer, if it needs one, is ``recbole_fewshot.trainer.<Model>Trainer``.
+A model is any module under ``recbole_fewshot/model/`` (but ``abstract_recommender``, the models' bases)
+that defines a class of the same name (lowercased).
 """
 
 from __future__ import annotations
@@ -29,6 +27,8 @@ import recbole.trainer
 from recbole.utils import ModelType
 
 MODEL_PACKAGE = "recbole_fewshot.model"
+BASES_MODULE = "abstract_recommender"
+TRAINER_PACKAGE = "recbole_fewshot.trainer"
 PROPERTIES_DIR = Path(__file__).parent / "properties" / "model"
 BACKBONE_CONFIG_FILE = Path(__file__).parent / "properties" / "backbone.yaml"
 _RECBOLE_SUBPACKAGE = {
@@ -46,7 +46,7 @@ def plugin_models() -> dict[str, type]:
     package = importlib.import_module(MODEL_PACKAGE)
     models = {}
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or info.name == BASES_MODULE:
             continue
         module = importlib.import_module(f"{MODEL_PACKAGE}.{info.name}")
         classes = [obj for key, obj in vars(module).items() if key.lower() == info.name and isinstance(obj, type)]
@@ -75,13 +75,21 @@ def model_config_file(model: str) -> Path | None:
     return path if model in plugin_models() and path.is_file() else None
 
 
+def plugin_trainer(model: str) -> type | None:
+    """The trainer of plugin model ``model``: its class's ``trainer_class``, else ``recbole_fewshot.trainer.<Model>Trainer``
+    where that exists; None for a model RecBole's own choice by model type trains."""
+    model_class = plugin_models()[model]
+    named = getattr(model_class, "trainer_class", None)
+    return named if named is not None else getattr(importlib.import_module(TRAINER_PACKAGE), f"{model}Trainer", None)
+
+
 def has_backbone(model: str) -> bool:
     """Whether ``model`` is a plugin model trained after a warm backbone (its trainer a ``WarmBackboneTrainer``)."""
     if model not in plugin_models():
         return False
     from recbole_fewshot.trainer.backbone import WarmBackboneTrainer
 
-    trainer = getattr(importlib.import_module("recbole_fewshot.trainer"), f"{model}Trainer", None)
+    trainer = plugin_trainer(model)
     return isinstance(trainer, type) and issubclass(trainer, WarmBackboneTrainer)
 
 
@@ -95,13 +103,12 @@ def model_config_files(model: str) -> list[Path]:
 
 def register_all() -> None:
     """Make every plugin model and trainer visible to RecBole's lookups; idempotent."""
-    trainers = importlib.import_module("recbole_fewshot.trainer")
     clashes = set(plugin_models()) & set(builtin_models())
     if clashes:
         raise ImportError(f"plugin models {sorted(clashes)} shadow RecBole built-ins; rename them")
     for name, model_class in plugin_models().items():
         alias = f"recbole.model.{_RECBOLE_SUBPACKAGE[model_class.type]}.{name.lower()}"
         sys.modules[alias] = sys.modules[model_class.__module__]
-        trainer = getattr(trainers, f"{name}Trainer", None)
+        trainer = plugin_trainer(name)
         if trainer is not None:
             setattr(recbole.trainer, f"{name}Trainer", trainer)

@@ -64,7 +64,7 @@ def test_few_shot_item_gets_the_transform_of_its_training_buyers(planted_k2, in_
     model.eval()
     items = torch.nonzero(model.item_count == 2).squeeze(1)
     assert len(items) > 0
-    users, _ = model.preference_inputs()
+    users, _ = model.standardised_backbone()
     for item in items.tolist():
         buyers = model.item_users[model.item_ptr[item]: model.item_ptr[item + 1]]
         assert torch.allclose(model.item_preference(torch.tensor([item]))[0], users[buyers].mean(0), atol=1e-6)

@@ -23,7 +23,7 @@ def test_randomized_training_mixes_pretrained_and_mapped_vectors(planted_k2, in_
     model.train()
     warm = model.warm_items
     few = torch.nonzero((model.item_count > 0) & (model.item_count <= model.max_shots)).squeeze(1)
-    pretrained = model.pretrained()[1]
+    pretrained = model.standardised_backbone()[1]
     with torch.no_grad():
         inputs, mapped, is_warm = model.randomized_inputs(warm)
         from_pretrained = (inputs == pretrained[warm]).all(1)
@@ -63,14 +63,14 @@ def test_new_items_are_scored_from_content_and_the_backbone_is_never_trained(pla
     model.eval()
     with torch.no_grad():
         torch.nn.init.normal_(model.content.encoders["genre"].weight.data)  # token embeddings start at zero
-        before = model.all_item_table()[cold].clone()
+        before = model.score_tables()[1][cold].clone()
         model.backbone.item_embedding.weight[cold] += 5.0
         model.eval()
-        assert torch.equal(model.all_item_table()[cold], before)
+        assert torch.equal(model.score_tables()[1][cold], before)
         genre = model.content.feature_genre
         genre[cold] = genre[genre != genre[cold]].max()
         model.eval()
-        assert not torch.equal(model.all_item_table()[cold], before)
+        assert not torch.equal(model.score_tables()[1][cold], before)
 
 
 def test_similarity_constraint_pulls_the_mapping_toward_pretrained_vectors(planted_k0, in_tmp):
@@ -87,7 +87,7 @@ def test_similarity_constraint_pulls_the_mapping_toward_pretrained_vectors(plant
     negatives = model.warm_items[torch.randint(len(model.warm_items), (len(user) * model.neg_samples,))]
     items = torch.cat([item, negatives])
     warm = model.item_count[items] > model.max_shots
-    gap = ((model.mapped(items) - model.pretrained()[1][items]) ** 2).sum(-1)[warm].sum()
+    gap = ((model.mapped(items) - model.standardised_backbone()[1][items]) ** 2).sum(-1)[warm].sum()
     assert torch.allclose(losses[1] - losses[0], gap, rtol=1e-4)
 
 

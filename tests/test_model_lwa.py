@@ -44,7 +44,7 @@ def test_full_sort_agrees_with_pairwise_predict_and_is_cached(in_tmp):
     user = 9
     with torch.no_grad():
         full = model.full_sort_predict(Interaction({"user_id": torch.tensor([user])}))
-        assert model._eval_tables is not None
+        assert model._score_tables is not None
         pairs = model.predict(Interaction({"user_id": torch.full((model.n_items,), user),
                                            "item_id": torch.arange(model.n_items)}))
         r0, r1 = model.representatives(torch.tensor([user]))
@@ -52,7 +52,7 @@ def test_full_sort_agrees_with_pairwise_predict_and_is_cached(in_tmp):
         direct = f @ (model.positive_weight * r1[0] + model.negative_weight * r0[0]) + model.bias
     assert torch.allclose(full, pairs, atol=ATOL) and torch.allclose(full, direct, atol=1e-4)
     model.train()
-    assert model._eval_tables is None
+    assert model._score_tables is None
 
 
 def test_negatives_are_items_with_training_rows_that_the_user_never_interacted_with(in_tmp):

@@ -62,7 +62,7 @@ def test_meta_loss_trains_generator_not_backbone(planted_k0, in_tmp):
 def test_serving_embeddings_by_training_interaction_count(planted_k2, in_tmp):
     model, _ = _trained_backbone(planted_k2, in_tmp)
     model.eval()
-    table = model.all_item_table()
+    table = model.score_tables()[1]
     warm = model.warm_items[:5]
     assert torch.equal(table[warm], model.backbone.item_embedding.weight[warm])
 
@@ -80,7 +80,7 @@ def test_serving_embeddings_by_training_interaction_count(planted_k2, in_tmp):
     with torch.no_grad():
         model.backbone.item_embedding.weight[few] += 5.0
         model.eval()
-        assert torch.allclose(model.all_item_table()[few], table[few])  # a few-shot id vector is never read
+        assert torch.allclose(model.score_tables()[1][few], table[few])  # a few-shot id vector is never read
 
 
 def test_zero_shot_item_gets_the_generated_embedding(planted_k0, in_tmp):
@@ -89,7 +89,7 @@ def test_zero_shot_item_gets_the_generated_embedding(planted_k0, in_tmp):
     cold = torch.nonzero(model.item_count[1:] == 0).squeeze(1) + 1
     with torch.no_grad():
         # the table generates every item in one batch, this line the cold ones: equal to float rounding
-        assert torch.allclose(model.all_item_table()[cold], model.meta_embedding(cold), atol=1e-6)
+        assert torch.allclose(model.score_tables()[1][cold], model.meta_embedding(cold), atol=1e-6)
 
 
 def test_training_beats_untrained(planted_k0):

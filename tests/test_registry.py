@@ -50,9 +50,8 @@ def test_get_model_finds_plugin_models(name):
 def test_get_trainer_finds_plugin_trainers(name):
     from recbole.utils import get_trainer
 
-    trainers = importlib.import_module("recbole_fewshot.trainer")
     model_class = registry.plugin_models()[name]
-    plugin_trainer = getattr(trainers, f"{name}Trainer", None)
+    plugin_trainer = registry.plugin_trainer(name)
     found = get_trainer(model_class.type, name)
     if plugin_trainer is not None:
         assert getattr(recbole.trainer, f"{name}Trainer") is plugin_trainer

@@ -29,7 +29,7 @@ positives of the student (supervised loss, and distillation weighted down by the
 Departures from the paper and the authors' code:
 
 * the teacher is BPR matrix factorisation (:class:`~recbole_fewshot.nn.backbone.BPRBackbone`,
-  pretrained or loaded by ``ALDITrainer``), one of the paper's three backbones;
+  pretrained or loaded by ``WarmBackboneTrainer``), one of the paper's three backbones;
 * content is every RecBole item feature, encoded by the shared
   :class:`~recbole_fewshot.nn.content.ItemContentEncoder` before the student's MLP, instead of a fixed
   precomputed content vector; ``f_I`` and ``f_U`` are ``Linear-BatchNorm-tanh-Linear`` as in the
@@ -49,14 +49,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.utils import InputType
 from torch import nn
 
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
-from recbole_fewshot.nn.caches import DerivedCaches
-from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
 
 
@@ -74,32 +71,24 @@ def _student_mlp(in_size: int, hidden_size: int, out_size: int) -> nn.Sequential
                          nn.Linear(hidden_size, out_size))
 
 
-class ALDI(DerivedCaches, GeneralRecommender):
+class ALDI(WarmBackboneRecommender):
     r"""Content student distilled from a frozen BPR teacher with ALDI's three aligning losses."""
 
-    input_type = InputType.PAIRWISE
-    CACHED = ("_tables",)  # the score tables: dropped by train()/eval() and load_state_dict
+    SETTINGS = ("rating_weight", "ranking_weight", "identification_weight")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d, hidden = config["embedding_size"], config["hidden_size"]
-        self.max_shots = config["max_shots"]
-        self.rating_weight = config["rating_weight"]
-        self.ranking_weight = config["ranking_weight"]
-        self.identification_weight = config["identification_weight"]
+        d, hidden = self.embedding_size, config["hidden_size"]
 
-        train = TrainingInteractions(dataset)
-        self.register_buffer("item_count", train.item_count, persistent=False)
-        weights = teacher_weights(train, config["frequency_cap"]) if config["teacher_weighting"] \
+        weights = teacher_weights(self.train_interactions, config["frequency_cap"]) if config["teacher_weighting"] \
             else torch.ones(self.n_items)
         self.register_buffer("teacher_weight", weights, persistent=False)
 
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        self.content = self.build_content_encoder(dataset, config)
         self.item_student = _student_mlp(d, hidden, d)
         self.user_student = _student_mlp(d, hidden, d)
         self.apply(xavier_normal_initialization)
         self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- student --------------------------------------------------------------------------------
     def student_items(self, items: torch.Tensor) -> torch.Tensor:
@@ -109,10 +98,6 @@ class ALDI(DerivedCaches, GeneralRecommender):
     def student_users(self, users: torch.Tensor) -> torch.Tensor:
         """``f_U(e_u)`` of ``users`` (1-d), the student's user vectors."""
         return self.user_student(self.backbone.user_embedding(users))
-
-    def is_cold(self, items: torch.Tensor) -> torch.Tensor:
-        """Items scored by the student: at most ``max_shots`` training interactions."""
-        return self.item_count[items] <= self.max_shots
 
     # --- training -------------------------------------------------------------------------------
     def loss_terms(self, user: torch.Tensor, pos_item: torch.Tensor, neg_item: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -152,27 +137,13 @@ class ALDI(DerivedCaches, GeneralRecommender):
         return (terms["supervised"] + self.rating_weight * terms["rating"] + self.ranking_weight * terms["ranking"]
                 + self.identification_weight * terms["identification"])
 
-    # --- evaluation -----------------------------------------------------------------------------
-    def score_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """User rows ``[e_u, f_U(e_u)]`` and item rows ``[e_i, 0]`` (warm) or ``[0, f_I(c_i)]`` (cold),
-        so one inner product gives the teacher's score of warm items and the student's of cold ones."""
-        if self._tables is not None and not self.training:
-            return self._tables
-        device = self.item_count.device
-        users, items = torch.arange(self.n_users, device=device), torch.arange(self.n_items, device=device)
-        user_table = torch.cat([self.backbone.user_embedding(users), self.student_users(users)], dim=-1)
+    # --- scoring ------------------------------------------------------------------------------
+    def user_representation(self, users: torch.Tensor) -> torch.Tensor:
+        """``[e_u, f_U(e_u)]``: one inner product gives the teacher's score of warm items and the student's of
+        cold ones (``item_representation``)."""
+        return torch.cat([self.backbone.user_embedding(users), self.student_users(users)], dim=-1)
+
+    def item_representation(self, items: torch.Tensor) -> torch.Tensor:
+        """``[e_i, 0]`` for warm items, ``[0, f_I(c_i)]`` for cold ones."""
         cold = self.is_cold(items).unsqueeze(-1)
-        warm_part = self.backbone.item_embedding(items) * ~cold
-        cold_part = self.student_items(items) * cold
-        tables = (user_table, torch.cat([warm_part, cold_part], dim=-1))
-        if not self.training:
-            self._tables = tables
-        return tables
-
-    def predict(self, interaction):
-        user_table, item_table = self.score_tables()
-        return (user_table[interaction[self.USER_ID]] * item_table[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        user_table, item_table = self.score_tables()
-        return (user_table[interaction[self.USER_ID]] @ item_table.T).view(-1)
+        return torch.cat([self.backbone.item_embedding(items) * ~cold, self.student_items(items) * cold], dim=-1)

@@ -45,13 +45,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType
 from torch import nn
 
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
-from recbole_fewshot.nn.item_table import CachedItemTable
+from recbole_fewshot.model.abstract_recommender import ColdStartRecommender
 
 
 def info_nce(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -59,28 +55,17 @@ def info_nce(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return -torch.log_softmax(logits / temperature, dim=1)[:, 0].mean()
 
 
-class CLCRec(CachedItemTable, GeneralRecommender):
+class CLCRec(ColdStartRecommender):
     r"""Id and content item embeddings tied by user-item and representation-level InfoNCE."""
 
-    input_type = InputType.PAIRWISE
+    SETTINGS = ("temperature", "num_neg", "contrastive_weight", "hybrid_prob", "reg_weight")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d = config["embedding_size"]
-        self.max_shots = config["max_shots"]
-        self.temperature = config["temperature"]
-        self.num_neg = config["num_neg"]
-        self.contrastive_weight = config["contrastive_weight"]
-        self.hybrid_prob = config["hybrid_prob"]
-        self.reg_weight = config["reg_weight"]
-
-        train = TrainingInteractions(dataset)
-        self.register_buffer("item_count", train.item_count, persistent=False)
-        self.register_buffer("warm_items", torch.nonzero(train.item_count > self.max_shots).view(-1), persistent=False)
-
+        d = self.embedding_size
         self.user_embedding = nn.Embedding(self.n_users, d)
         self.item_embedding = nn.Embedding(self.n_items, d)
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        self.content = self.build_content_encoder(dataset, config)
         hidden = config["encoder_hidden_size"]
         self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.LeakyReLU(), nn.Linear(hidden, d))
         nn.init.xavier_normal_(self.user_embedding.weight)  # the authors' id initialisation; the layers
@@ -132,17 +117,9 @@ class CLCRec(CachedItemTable, GeneralRecommender):
         """Items entering U-I by content: each with chance ``hybrid_prob``, and every cold item."""
         return (torch.rand(items.shape, device=items.device) < self.hybrid_prob) | self.is_cold(items)
 
-    def is_cold(self, items: torch.Tensor) -> torch.Tensor:
-        """Items represented by content: at most ``max_shots`` training interactions."""
-        return self.item_count[items] <= self.max_shots
+    def user_representation(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_embedding(users)
 
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
+        """Content embeddings of cold items, id embeddings of warm ones."""
         return torch.where(self.is_cold(items).unsqueeze(-1), self.content_embedding(items), self.item_embedding(items))
-
-    def predict(self, interaction):
-        user_e = self.user_embedding(interaction[self.USER_ID])
-        return (user_e * self.all_item_table()[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        user_e = self.user_embedding(interaction[self.USER_ID])
-        return (user_e @ self.all_item_table().T).view(-1)

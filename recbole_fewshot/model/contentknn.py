@@ -1,7 +1,7 @@
 r"""ContentKNN: a floor: a cold item takes the mean backbone vector of its nearest warm items in content.
 
 The item-kNN content baseline of cold-start recommendation: a warm BPR backbone
-(:class:`~recbole_fewshot.nn.backbone.BPRBackbone`, trained or loaded by ``ContentKNNTrainer``) gives user
+(:class:`~recbole_fewshot.nn.backbone.BPRBackbone`, trained or loaded by ``BackboneFloorTrainer``) gives user
 vectors ``x_u`` and item vectors ``y_j``. A cold item ``i`` (at most ``max_shots`` training interactions)
 gets the mean ``c_i`` of the backbone vectors of the ``knn_k`` warm items (more than ``max_shots``
 training interactions) nearest to it by the cosine of their training-free content vectors
@@ -20,8 +20,6 @@ buyers (an item whose buyers bought no warm item keeps ``c_i``). Without item fe
 
 from __future__ import annotations
 
-from logging import getLogger
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -37,6 +35,8 @@ class ContentKNN(BackboneFloor):
     r"""Cold items: the mean backbone vector of their ``knn_k`` content-nearest warm items, blended with
     the co-purchase mean of their support buyers by ``support_weight``."""
 
+    NO_CONTENT_EFFECT = "every cold item without support buyers gets a zero vector"
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.knn_k = config["knn_k"]
@@ -47,9 +47,7 @@ class ContentKNN(BackboneFloor):
             raise ValueError(f"ContentKNN: support_weight must be at least 0, got {self.support_weight}")
         content = item_content_vectors(dataset, config["item_content_fields"])
         self.has_content = content.shape[1] > 0
-        if not self.has_content:
-            getLogger().warning("ContentKNN: the dataset has no item features, so every cold item without support "
-                                "buyers gets a zero vector; load item features (load_col: item) for cold start")
+        self.warn_without_content(self.has_content)
         self.register_buffer("neighbours", nearest_warm(content, self.cold_items, self.warm_items, self.knn_k),
                              persistent=False)
         rows, items, counts, buyers = co_purchases(self.train_interactions, self.cold_items, self.warm_items)

@@ -12,31 +12,29 @@ features).
 
 from __future__ import annotations
 
-from logging import getLogger
-
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.trainer import TraditionalTrainer
 from recbole.utils import InputType, ModelType
 from torch import nn
 
+from recbole_fewshot.model.abstract_recommender import ColdStartRecommender
 from recbole_fewshot.nn.floors import item_content_vectors, training_pairs
-from recbole_fewshot.nn.interactions import TrainingInteractions
 
 
-class ContentProfile(GeneralRecommender):
+class ContentProfile(ColdStartRecommender):
     r"""Cosine between a user's mean content vector over their training history and an item's content vector."""
 
     input_type = InputType.POINTWISE
     type = ModelType.TRADITIONAL
+    trainer_class = TraditionalTrainer
+    NO_CONTENT_EFFECT = "every item scores 0"
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         content = item_content_vectors(dataset, config["item_content_fields"]).double()
-        if content.shape[1] == 0:
-            getLogger().warning("ContentProfile: the dataset has no item features, so every item scores 0; "
-                                "load item features (load_col: item)")
-        users, items = training_pairs(TrainingInteractions(dataset))
+        self.warn_without_content(content.shape[1] > 0)
+        users, items = training_pairs(self.train_interactions)
         history = torch.sparse_coo_tensor(torch.stack([users, items]), content.new_ones(len(users)),
                                           (self.n_users, self.n_items))
         sums = torch.sparse.mm(history, content)
@@ -48,9 +46,6 @@ class ContentProfile(GeneralRecommender):
     def calculate_loss(self, interaction) -> torch.Tensor:
         return self.fake_loss.sum() * 0.0
 
-    def predict(self, interaction) -> torch.Tensor:
-        profiles = self.user_profiles[interaction[self.USER_ID]]
-        return (profiles * self.item_content[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        return (self.user_profiles[interaction[self.USER_ID]] @ self.item_content.T).view(-1)
+    def compute_score_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user's normalised profile and every item's normalised content vector."""
+        return self.user_profiles, self.item_content

@@ -3,7 +3,7 @@ r"""ContentRidge: a floor: a closed-form ridge regression from content onto warm
 DeepMusic's objective (van den Oord et al., NeurIPS 2013: regress item content onto the item factors of
 a warm latent-factor model, score cold items with the prediction) in closed form with a linear map.
 A warm BPR backbone (:class:`~recbole_fewshot.nn.backbone.BPRBackbone`, trained or loaded by
-``ContentRidgeTrainer``) gives user vectors ``x_u`` and item vectors ``y_j``. Over the warm items (more
+``BackboneFloorTrainer``) gives user vectors ``x_u`` and item vectors ``y_j``. Over the warm items (more
 than ``max_shots`` training interactions), each once, with ``X`` their training-free content vectors
 (``ItemContentEncoder.content_vectors``) plus a bias column and ``Y`` their backbone vectors,
 
@@ -17,8 +17,6 @@ bias row, the warm items' mean vector shrunk by ``ridge_lambda``.
 
 from __future__ import annotations
 
-from logging import getLogger
-
 import torch
 
 from recbole_fewshot.nn.floors import BackboneFloor, item_content_vectors, ridge_map, with_bias
@@ -27,15 +25,15 @@ from recbole_fewshot.nn.floors import BackboneFloor, item_content_vectors, ridge
 class ContentRidge(BackboneFloor):
     r"""Cold items: a ridge regression (closed form) from content onto the warm items' backbone vectors."""
 
+    NO_CONTENT_EFFECT = "every cold item gets the same vector"
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.ridge_lambda = float(config["ridge_lambda"])
         if self.ridge_lambda <= 0:
             raise ValueError(f"ContentRidge: ridge_lambda must be positive, got {self.ridge_lambda}")
         content = item_content_vectors(dataset, config["item_content_fields"])
-        if content.shape[1] == 0:
-            getLogger().warning("ContentRidge: the dataset has no item features, so every cold item gets the same "
-                                "vector; load item features (load_col: item) for cold start")
+        self.warn_without_content(content.shape[1] > 0)
         self.register_buffer("item_content", content, persistent=False)
 
     def cold_vectors(self) -> torch.Tensor:

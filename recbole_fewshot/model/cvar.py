@@ -26,7 +26,7 @@ keeps its backbone embedding.
 Departures from the paper and the authors' code:
 
 * the backbone is BPR matrix factorisation (:class:`~recbole_fewshot.nn.backbone.BPRBackbone`,
-  pretrained or loaded by ``CVARTrainer``) trained with the BPR loss, not a CTR model with log loss;
+  pretrained or loaded by ``WarmBackboneTrainer``) trained with the BPR loss, not a CTR model with log loss;
 * content is every RecBole item feature, encoded by the shared
   :class:`~recbole_fewshot.nn.content.ItemContentEncoder`; the authors' prior also reads a separately
   trained item id embedding, which is left out so a zero-shot item's prior sees what a warm item's does;
@@ -46,16 +46,12 @@ Departures from the paper and the authors' code:
 from __future__ import annotations
 
 import torch
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.model.loss import BPRLoss
-from recbole.utils import InputType
 from torch import nn
 
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
-from recbole_fewshot.nn.item_table import CachedItemTable
 
 
 def wasserstein(mean_q: torch.Tensor, logvar_q: torch.Tensor,
@@ -65,28 +61,17 @@ def wasserstein(mean_q: torch.Tensor, logvar_q: torch.Tensor,
     return ((mean_q - mean_p) ** 2).sum(-1) + ((std_q - std_p) ** 2).sum(-1)
 
 
-class CVAR(CachedItemTable, GeneralRecommender):
+class CVAR(WarmBackboneRecommender):
     r"""Conditional VAE generating item id embeddings of a frozen BPR backbone from content."""
 
-    input_type = InputType.PAIRWISE
+    SETTINGS = ("recon_weight", "reg_weight", "warmup_steps", "warmup_learning_rate")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d, latent = config["embedding_size"], config["latent_size"]
-        self.max_shots = config["max_shots"]
-        self.recon_weight = config["recon_weight"]
-        self.reg_weight = config["reg_weight"]
-        self.warmup_steps = config["warmup_steps"]
-        self.warmup_learning_rate = config["warmup_learning_rate"]
+        d, latent = self.embedding_size, config["latent_size"]
 
-        train = TrainingInteractions(dataset)
-        self.register_buffer("item_count", train.item_count, persistent=False)
-        self.register_buffer("frequency", torch.log1p(train.item_count.float()).unsqueeze(-1), persistent=False)
-        support, support_len = train.support_matrix(self.max_shots)
-        self.register_buffer("support", support, persistent=False)
-        self.register_buffer("support_len", support_len, persistent=False)
-
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        self.register_buffer("frequency", torch.log1p(self.item_count.float()).unsqueeze(-1), persistent=False)
+        self.content = self.build_content_encoder(dataset, config)
         self.posterior_mean = nn.Linear(d, latent)
         self.posterior_logvar = nn.Linear(d, latent)
         self.prior_mean = nn.Linear(d, latent)
@@ -128,10 +113,6 @@ class CVAR(CachedItemTable, GeneralRecommender):
         return self.decode(self.sample(mean_q, logvar_q), items), wasserstein(mean_q, logvar_q, mean_p, logvar_p)
 
     # --- items ----------------------------------------------------------------------------------
-    def is_cold(self, items: torch.Tensor) -> torch.Tensor:
-        """Items scored with generated embeddings: at most ``max_shots`` training interactions."""
-        return self.item_count[items] <= self.max_shots
-
     def warm_up(self, items: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """The warm-up stage: ``warmup_steps`` gradient steps of the BPR loss of each item's support
         interactions (its first ``max_shots`` training buyers), starting at ``embedding``; the negative
@@ -173,11 +154,3 @@ class CVAR(CachedItemTable, GeneralRecommender):
             loss = loss + self.recon_weight * ((reconstruction - target) ** 2).sum(-1).mean()
             loss = loss + self.reg_weight * distance.mean()
         return loss
-
-    def predict(self, interaction):
-        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
-        return (user_e * self.all_item_table()[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
-        return (user_e @ self.all_item_table().T).view(-1)

@@ -16,7 +16,7 @@ K support interactions: they only enter the warm factor model as any training in
 Departures from the paper:
 
 * the warm factors come from BPR matrix factorisation (:class:`~recbole_fewshot.nn.backbone.BPRBackbone`,
-  pretrained or loaded by ``DeepMusicTrainer``) instead of weighted matrix factorisation of play counts;
+  pretrained or loaded by ``WarmBackboneTrainer``) instead of weighted matrix factorisation of play counts;
 * content is every RecBole item feature, encoded by the shared
   :class:`~recbole_fewshot.nn.content.ItemContentEncoder` followed by an MLP, instead of a
   convolutional network (or bag-of-words MLP) on audio spectrograms; layer sizes and dropout are ours;
@@ -30,30 +30,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.layers import MLPLayers
-from recbole.utils import InputType
 from torch import nn
 
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
-from recbole_fewshot.nn.item_table import CachedItemTable
 
 
-class DeepMusic(CachedItemTable, GeneralRecommender):
+class DeepMusic(WarmBackboneRecommender):
     r"""A content MLP regressed (MSE) onto frozen warm BPR item factors; cold items use its predictions."""
-
-    input_type = InputType.PAIRWISE
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d = config["embedding_size"]
-        self.max_shots = config["max_shots"]
-        train = TrainingInteractions(dataset)
-        self.register_buffer("item_count", train.item_count, persistent=False)
-
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        d = self.embedding_size
+        self.content = self.build_content_encoder(dataset, config)
         sizes = [d, *config["mlp_hidden_size"]]  # PyTorch's default initialisation (non-zero biases)
         self.regressor = nn.Sequential(
             MLPLayers(sizes, dropout=config["dropout_prob"], activation="relu"), nn.Linear(sizes[-1], d)
@@ -64,11 +54,8 @@ class DeepMusic(CachedItemTable, GeneralRecommender):
         """Item factors predicted from content, shape ``[*items.shape, embedding_size]``."""
         return self.regressor(self.content(items))
 
-    def is_cold(self, items: torch.Tensor) -> torch.Tensor:
-        """Items scored with predicted factors: at most ``max_shots`` training interactions."""
-        return self.item_count[items] <= self.max_shots
-
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
+        """Predicted factors of cold items, backbone factors of warm ones."""
         warm = self.backbone.item_embedding(items)
         return torch.where(self.is_cold(items).unsqueeze(-1), self.predicted_factors(items), warm)
 
@@ -80,12 +67,3 @@ class DeepMusic(CachedItemTable, GeneralRecommender):
         with torch.no_grad():
             target = self.backbone.item_embedding(items)
         return F.mse_loss(self.predicted_factors(items), target)
-
-    def predict(self, interaction):
-        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
-        item_e = self.all_item_table()[interaction[self.ITEM_ID]]
-        return (user_e * item_e).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
-        return (user_e @ self.all_item_table().T).view(-1)

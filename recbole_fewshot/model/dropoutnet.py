@@ -36,17 +36,11 @@ Departures from the paper:
 
 from __future__ import annotations
 
-from logging import getLogger
-
 import torch
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType
 from torch import nn
 
-from recbole_fewshot.nn.backbone import BPRBackbone, standardise, truncated_normal_init
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
-from recbole_fewshot.nn.item_table import CachedItemTable
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
+from recbole_fewshot.nn.backbone import BPRBackbone, truncated_normal_init
 
 
 def tower(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
@@ -59,61 +53,32 @@ def tower(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class DropoutNet(CachedItemTable, GeneralRecommender):
+class DropoutNet(WarmBackboneRecommender):
     r"""Two towers over dropped-out preference vectors and item content, regressing warm scores."""
 
-    input_type = InputType.PAIRWISE
-    CACHED = ("_preference",)  # standardised backbone vectors: dropped by train()/eval() and load_state_dict
+    REQUIRES_WARM_ITEMS = True
+    SETTINGS = ("dropout_prob", "transform_prob", "random_items")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d = config["embedding_size"]
-        self.max_shots = config["max_shots"]
-        self.dropout_prob = config["dropout_prob"]
-        self.transform_prob = config["transform_prob"]
-        self.random_items = config["random_items"]
+        d = self.embedding_size
         if self.dropout_prob + self.transform_prob > 1:
             raise ValueError("DropoutNet: dropout_prob + transform_prob must be at most 1")
 
+        self.register_buffer("item_ptr", self.train_interactions.item_ptr, persistent=False)
+        self.register_buffer("item_users", self.train_interactions.item_users, persistent=False)
         self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
-        if not self.content.has_content:
-            getLogger().warning("DropoutNet: the dataset has no item features, so every zero-shot item gets the "
-                                "same vector; load item features (load_col: item) for cold start")
-
-        train = TrainingInteractions(dataset)
-        support, support_len = train.support_matrix(self.max_shots)
-        warm = train.item_count > self.max_shots
-        if not warm.any():
-            raise ValueError(f"DropoutNet: no item has more than max_shots={self.max_shots} training interactions")
-        self.register_buffer("item_count", train.item_count, persistent=False)
-        self.register_buffer("item_ptr", train.item_ptr, persistent=False)
-        self.register_buffer("item_users", train.item_users, persistent=False)
-        self.register_buffer("support", support, persistent=False)
-        self.register_buffer("support_len", support_len, persistent=False)
-        self.register_buffer("warm_items", torch.nonzero(warm).squeeze(1), persistent=False)
-        self.register_buffer("active_users", train.history_len > 0, persistent=False)
-
+        self.content = self.build_content_encoder(dataset, config)
         hidden, out = list(config["mlp_hidden_size"]), config["output_size"]
         self.user_tower = tower(d, hidden, out)
         self.item_tower = tower(2 * d, hidden, out)
         self.loss = nn.MSELoss()
         truncated_normal_init(self.user_tower, self.item_tower)
-        self._preference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- inputs ---------------------------------------------------------------------------------
-    def preference_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised backbone user and item vectors (statistics over active users and warm items)."""
-        if self._preference is None:
-            with torch.no_grad():
-                users = standardise(self.backbone.user_embedding.weight, self.active_users)
-                items = standardise(self.backbone.item_embedding.weight, self.item_count > self.max_shots)
-            self._preference = (users, items)
-        return self._preference
-
     def item_transform(self, buyers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean standardised user vector of ``buyers`` [N, S] where ``mask``; zero (= dropped) when empty."""
-        users = self.preference_inputs()[0][buyers] * mask.unsqueeze(-1)
+        users = self.standardised_backbone()[0][buyers] * mask.unsqueeze(-1)
         return users.sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
 
     def sample_buyers(self, items: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,12 +94,12 @@ class DropoutNet(CachedItemTable, GeneralRecommender):
         """Serving-time preference inputs: backbone vector (warm), transform (1..max_shots), zero (none)."""
         mask = torch.arange(self.max_shots, device=items.device) < self.support_len[items].unsqueeze(1)
         transform = self.item_transform(self.support[items], mask)
-        warm = (self.item_count[items] > self.max_shots).unsqueeze(1)
-        return torch.where(warm, self.preference_inputs()[1][items], transform)
+        warm = ~self.is_cold(items).unsqueeze(1)
+        return torch.where(warm, self.standardised_backbone()[1][items], transform)
 
     # --- towers ---------------------------------------------------------------------------------
-    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_tower(self.preference_inputs()[0][users])
+    def user_representation(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_tower(self.standardised_backbone()[0][users])
 
     def item_representation(self, items: torch.Tensor, preference: torch.Tensor | None = None) -> torch.Tensor:
         """Item tower output; ``preference`` defaults to the serving-time inputs of ``items``."""
@@ -149,12 +114,12 @@ class DropoutNet(CachedItemTable, GeneralRecommender):
         random = self.warm_items[torch.randint(len(self.warm_items), (len(user) * self.random_items,), device=device)]
         users = torch.cat([user, user.repeat(self.random_items)])
         items = torch.cat([item, random])
-        keep = self.item_count[items] > self.max_shots
+        keep = ~self.is_cold(items)
         users, items = users[keep], items[keep]
         with torch.no_grad():
             target = (self.backbone.user_embedding(users) * self.backbone.item_embedding(items)).sum(-1)
 
-        preference = self.preference_inputs()[1][items]
+        preference = self.standardised_backbone()[1][items]
         order = torch.randperm(len(items), device=device)
         n_drop = int(self.dropout_prob * len(items))
         n_transform = int(self.transform_prob * len(items))
@@ -166,14 +131,5 @@ class DropoutNet(CachedItemTable, GeneralRecommender):
         preference = torch.where(transformed.unsqueeze(1), transform, preference)
         preference = preference * (~dropped).unsqueeze(1)
 
-        pred = (self.user_vectors(users) * self.item_representation(items, preference)).sum(-1)
+        pred = (self.user_representation(users) * self.item_representation(items, preference)).sum(-1)
         return self.loss(pred, target)
-
-    def predict(self, interaction) -> torch.Tensor:
-        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        item_e = self.item_representation(item) if self.training else self.all_item_table()[item]
-        return (self.user_vectors(user) * item_e).sum(-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        user = interaction[self.USER_ID]
-        return (self.user_vectors(user) @ self.all_item_table().T).view(-1)

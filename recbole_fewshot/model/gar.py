@@ -34,7 +34,7 @@ training positives of both players.
 Departures from the paper and the authors' code:
 
 * the warm embeddings come from BPR matrix factorisation (:class:`~recbole_fewshot.nn.backbone.BPRBackbone`,
-  pretrained or loaded by ``GARTrainer``), not a GNN;
+  pretrained or loaded by ``WarmBackboneTrainer``), not a GNN;
 * ``recommender: embeddings`` (the default) scores ``R(u, x) = e_u . x`` and fine-tunes the warm
   embeddings with the recommender's loss, as the reference implementation (ColdRec's ``GAR``) does;
   ``recommender: towers`` is the authors' CF variant, two towers over frozen embeddings. Chosen on
@@ -65,16 +65,12 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.utils import InputType
 from torch import nn
 from torch.func import functional_call
 
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
-from recbole_fewshot.nn.caches import DerivedCaches
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
 
 RECOMMENDERS = ("embeddings", "towers")
 
@@ -103,23 +99,16 @@ def _tower(in_size: int, hidden_size: int, dropout: float) -> nn.Sequential:
                          nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden_size, hidden_size))
 
 
-class GAR(DerivedCaches, GeneralRecommender):
+class GAR(WarmBackboneRecommender):
     r"""Generator of item embeddings from content and a two-tower recommender, trained adversarially."""
 
-    input_type = InputType.PAIRWISE
-    CACHED = ("_tables",)  # the towers' outputs: dropped by train()/eval() and load_state_dict
+    SETTINGS = ("similarity_weight", "negative_weight")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d, hidden = config["embedding_size"], config["hidden_size"]
-        self.max_shots = config["max_shots"]
-        self.similarity_weight = config["similarity_weight"]
-        self.negative_weight = config["negative_weight"]
+        d, hidden = self.embedding_size, config["hidden_size"]
 
-        train = TrainingInteractions(dataset)
-        self.register_buffer("item_count", train.item_count, persistent=False)
-
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        self.content = self.build_content_encoder(dataset, config)
         self.generator_mlp = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.Tanh(),
                                            nn.Dropout(config["generator_dropout"]), nn.Linear(hidden, d))
         if config["recommender"] not in RECOMMENDERS:
@@ -133,16 +122,11 @@ class GAR(DerivedCaches, GeneralRecommender):
             self.item_tower = _tower(d, hidden, config["recommender_dropout"])
         self.apply(xavier_normal_initialization)
         self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- players --------------------------------------------------------------------------------
     def generate(self, items: torch.Tensor) -> torch.Tensor:
         """``G(c_i)``: generated embeddings of ``items`` (1-d) from their content."""
         return self.generator_mlp(self.content(items))
-
-    def is_cold(self, items: torch.Tensor) -> torch.Tensor:
-        """Items scored with generated embeddings: at most ``max_shots`` training interactions."""
-        return self.item_count[items] <= self.max_shots
 
     def recommender_loss(self, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor,
                          fake_e: torch.Tensor) -> torch.Tensor:
@@ -184,26 +168,11 @@ class GAR(DerivedCaches, GeneralRecommender):
         recommender, generator = self.adversarial_losses(user[keep], pos_item[keep], neg_item[keep])
         return recommender + generator
 
-    # --- evaluation -----------------------------------------------------------------------------
-    def item_input(self, items: torch.Tensor) -> torch.Tensor:
-        """What the item tower reads: the warm embedding of warm items, ``G(c_i)`` of cold ones."""
-        return torch.where(self.is_cold(items).unsqueeze(-1), self.generate(items), self.backbone.item_embedding(items))
+    # --- scoring ------------------------------------------------------------------------------
+    def user_representation(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_tower(self.backbone.user_embedding(users))
 
-    def score_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every user's and every item's tower output, computed once per evaluation."""
-        if self._tables is not None and not self.training:
-            return self._tables
-        device = self.item_count.device
-        users, items = torch.arange(self.n_users, device=device), torch.arange(self.n_items, device=device)
-        tables = (self.user_tower(self.backbone.user_embedding(users)), self.item_tower(self.item_input(items)))
-        if not self.training:
-            self._tables = tables
-        return tables
-
-    def predict(self, interaction):
-        user_table, item_table = self.score_tables()
-        return (user_table[interaction[self.USER_ID]] * item_table[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        user_table, item_table = self.score_tables()
-        return (user_table[interaction[self.USER_ID]] @ item_table.T).view(-1)
+    def item_representation(self, items: torch.Tensor) -> torch.Tensor:
+        """The item tower on the warm embedding of warm items and on ``G(c_i)`` of cold ones."""
+        cold = self.is_cold(items).unsqueeze(-1)
+        return self.item_tower(torch.where(cold, self.generate(items), self.backbone.item_embedding(items)))

@@ -34,17 +34,11 @@ Departures from the paper:
 
 from __future__ import annotations
 
-from logging import getLogger
-
 import torch
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType
 from torch import nn
 
-from recbole_fewshot.nn.backbone import BPRBackbone, standardise, truncated_normal_init
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
-from recbole_fewshot.nn.item_table import CachedItemTable
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
+from recbole_fewshot.nn.backbone import BPRBackbone, truncated_normal_init
 
 
 class MixtureOfExperts(nn.Module):
@@ -75,62 +69,37 @@ def top_layers(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.BatchNorm1d(out_dim), nn.Tanh(), nn.Linear(out_dim, out_dim))
 
 
-class Heater(CachedItemTable, GeneralRecommender):
+class Heater(WarmBackboneRecommender):
     r"""Pretrained vectors, randomly swapped for a mixture-of-experts content mapping during training."""
 
-    input_type = InputType.PAIRWISE
-    CACHED = ("_preference",)  # standardised backbone vectors: dropped by train()/eval() and load_state_dict
+    NO_CONTENT_EFFECT = "every new item gets the same vector"
+    STANDARDISE_CLIP = (5.0, 1.0)  # users to +-5, items to +-1 (the range of the tanh mapping)
+    REQUIRES_WARM_ITEMS = True
+    SETTINGS = ("dropout_prob", "neg_samples", "alpha")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d = config["embedding_size"]
-        self.max_shots = config["max_shots"]
-        self.dropout_prob = config["dropout_prob"]
-        self.neg_samples = config["neg_samples"]
-        self.alpha = config["alpha"]
-
+        d = self.embedding_size
         self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
-        if not self.content.has_content:
-            getLogger().warning("Heater: the dataset has no item features, so every new item gets the same "
-                                "vector; load item features (load_col: item) for cold start")
-
-        train = TrainingInteractions(dataset)
-        warm = train.item_count > self.max_shots
-        if not warm.any():
-            raise ValueError(f"Heater: no item has more than max_shots={self.max_shots} training interactions")
-        self.register_buffer("item_count", train.item_count, persistent=False)
-        self.register_buffer("warm_items", torch.nonzero(warm).squeeze(1), persistent=False)
-        self.register_buffer("active_users", train.history_len > 0, persistent=False)
-
+        self.content = self.build_content_encoder(dataset, config)
         self.experts = MixtureOfExperts(d, list(config["expert_hidden_size"]), d, config["n_experts"])
         self.user_layers = top_layers(d, config["output_size"])
         self.item_layers = top_layers(d, config["output_size"])
         self.loss = nn.MSELoss()
         truncated_normal_init(self.experts, self.user_layers, self.item_layers)
-        self._preference: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def pretrained(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised backbone vectors: users clipped to +-5, items to +-1 (the range of the tanh mapping)."""
-        if self._preference is None:
-            with torch.no_grad():
-                users = standardise(self.backbone.user_embedding.weight, self.active_users, 5.0)
-                items = standardise(self.backbone.item_embedding.weight, self.item_count > self.max_shots, 1.0)
-            self._preference = (users, items)
-        return self._preference
 
     def mapped(self, items: torch.Tensor) -> torch.Tensor:
         """The mixture-of-experts content mapping ``V~`` of ``items`` (computed once per distinct item)."""
         unique, inverse = torch.unique(items, return_inverse=True)
         return self.experts(self.content(unique))[inverse]
 
-    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_layers(self.pretrained()[0][users])
+    def user_representation(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_layers(self.standardised_backbone()[0][users])
 
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
         """Serving-time item vectors: pretrained input for warm items, ``V~`` for all others."""
-        warm = (self.item_count[items] > self.max_shots).unsqueeze(1)
-        return self.item_layers(torch.where(warm, self.pretrained()[1][items], self.mapped(items)))
+        warm = ~self.is_cold(items).unsqueeze(1)
+        return self.item_layers(torch.where(warm, self.standardised_backbone()[1][items], self.mapped(items)))
 
     def randomized_inputs(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training inputs: ``V~`` for a random ``dropout_prob`` share of rows and for non-warm items, else ``V``.
@@ -138,11 +107,11 @@ class Heater(CachedItemTable, GeneralRecommender):
         Returns the inputs, ``V~`` and the warm mask (the rows of the similarity constraint).
         """
         mapped = self.mapped(items)
-        warm = self.item_count[items] > self.max_shots
+        warm = ~self.is_cold(items)
         swapped = torch.zeros_like(warm)
         swapped[torch.randperm(len(items), device=items.device)[: int(self.dropout_prob * len(items))]] = True
         use_pretrained = (warm & ~swapped).unsqueeze(1)
-        return torch.where(use_pretrained, self.pretrained()[1][items], mapped), mapped, warm
+        return torch.where(use_pretrained, self.standardised_backbone()[1][items], mapped), mapped, warm
 
     # --- RecBole interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction) -> torch.Tensor:
@@ -155,15 +124,6 @@ class Heater(CachedItemTable, GeneralRecommender):
         target = torch.cat([torch.ones_like(item), torch.zeros_like(negatives)]).float()
 
         inputs, mapped, warm = self.randomized_inputs(items)
-        pred = (self.user_vectors(users) * self.item_layers(inputs)).sum(-1)
-        similarity = ((mapped - self.pretrained()[1][items]) ** 2).sum(-1)
+        pred = (self.user_representation(users) * self.item_layers(inputs)).sum(-1)
+        similarity = ((mapped - self.standardised_backbone()[1][items]) ** 2).sum(-1)
         return self.loss(pred, target) + self.alpha * (similarity * warm).sum()
-
-    def predict(self, interaction) -> torch.Tensor:
-        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        item_e = self.item_representation(item) if self.training else self.all_item_table()[item]
-        return (self.user_vectors(user) * item_e).sum(-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        user = interaction[self.USER_ID]
-        return (self.user_vectors(user) @ self.all_item_table().T).view(-1)

@@ -40,54 +40,32 @@ Departures from the paper:
 
 from __future__ import annotations
 
-from logging import getLogger
-
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.utils import InputType
 from torch import nn
 
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
-from recbole_fewshot.nn.item_table import CachedItemTable
 
 
-class MetaEmb(CachedItemTable, GeneralRecommender):
+class MetaEmb(WarmBackboneRecommender):
     r"""A frozen BPR backbone whose new items get meta-learned generated id embeddings."""
 
-    input_type = InputType.PAIRWISE
+    NO_CONTENT_EFFECT = "every zero-shot item gets the same embedding"
+    REQUIRES_WARM_ITEMS = True
+    SETTINGS = ("warmup_shots", "alpha", "cold_lr")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d = config["embedding_size"]
-        self.max_shots = config["max_shots"]
-        self.warmup_shots = config["warmup_shots"]
-        self.alpha = config["alpha"]
-        self.cold_lr = config["cold_lr"]
-
+        d = self.embedding_size
         self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
-        if not self.content.has_content:
-            getLogger().warning("MetaEmb: the dataset has no item features, so every zero-shot item gets the "
-                                "same embedding; load item features (load_col: item) for cold start")
+        self.content = self.build_content_encoder(dataset, config)
         self.generator = nn.Linear(d, d)
 
-        train = TrainingInteractions(dataset)
-        warm = train.item_count > self.max_shots
-        if not warm.any():
-            raise ValueError(f"MetaEmb: no item has more than max_shots={self.max_shots} training interactions")
-        support, support_len = train.support_matrix(self.max_shots)
-        first, first_len = train.support_matrix(self.warmup_shots)
-        warm_items = torch.nonzero(warm).squeeze(1)
+        first, first_len = self.train_interactions.support_matrix(self.warmup_shots)
         seeded = torch.Generator().manual_seed(int(config["seed"] or 0))
-        support_negatives = warm_items[torch.randint(len(warm_items), support.shape, generator=seeded)]
-        self.register_buffer("item_count", train.item_count, persistent=False)
-        self.register_buffer("warm_items", warm_items, persistent=False)
-        self.register_buffer("support", support, persistent=False)
-        self.register_buffer("support_len", support_len, persistent=False)
+        support_negatives = self.warm_items[torch.randint(len(self.warm_items), self.support.shape, generator=seeded)]
         self.register_buffer("support_negatives", support_negatives, persistent=False)
         self.register_buffer("first_buyers", first, persistent=False)
         self.register_buffer("first_len", first_len, persistent=False)
@@ -119,7 +97,7 @@ class MetaEmb(CachedItemTable, GeneralRecommender):
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
         """Serving-time embeddings: backbone (warm), warmed-up ``phi'`` (1..max_shots), ``phi`` (none)."""
         vectors = self.backbone.item_embedding(items)
-        cold = self.item_count[items] <= self.max_shots
+        cold = self.is_cold(items)
         if cold.any():
             cold_items = items[cold]
             phi = self.meta_embedding(cold_items)
@@ -141,7 +119,7 @@ class MetaEmb(CachedItemTable, GeneralRecommender):
     def calculate_loss(self, interaction) -> torch.Tensor:
         user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
         device = user.device
-        task = self.item_count[item] > self.max_shots  # warm items are the meta-training tasks
+        task = ~self.is_cold(item)  # warm items are the meta-training tasks
         user, item = user[task], item[task]
         shots = self.first_buyers[item]
         negatives_a = self.warm_items[torch.randint(len(self.warm_items), shots.shape, device=device)]
@@ -159,12 +137,3 @@ class MetaEmb(CachedItemTable, GeneralRecommender):
         loss_a = loss_a.sum() / max(len(item), 1)
         loss_b = loss_b.sum() / in_b.sum().clamp_min(1)
         return self.alpha * loss_a + (1 - self.alpha) * loss_b
-
-    def predict(self, interaction) -> torch.Tensor:
-        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        item_e = self.item_representation(item) if self.training else self.all_item_table()[item]
-        return (self.backbone.user_embedding(user) * item_e).sum(-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        user = interaction[self.USER_ID]
-        return (self.backbone.user_embedding(user) @ self.all_item_table().T).view(-1)

@@ -6,7 +6,7 @@ Reference:
     Shifting Networks." SIGIR 2021.
 
 Mechanism: a base recommender is pretrained and frozen (here BPR matrix factorisation,
-:class:`~recbole_fewshot.nn.backbone.BPRBackbone`, trained or loaded by ``MWUFTrainer``). A cold item
+:class:`~recbole_fewshot.nn.backbone.BPRBackbone`, trained or loaded by ``WarmBackboneTrainer``). A cold item
 gets an ID embedding initialised with the mean of the existing items' embeddings and trained on the
 item's few interactions with the base model's loss (``L_cold``). Two meta networks warm it up:
 
@@ -52,47 +52,33 @@ Departures from the paper:
 from __future__ import annotations
 
 import torch
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.model.loss import BPRLoss
-from recbole.utils import InputType
 from torch import nn
 
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
-from recbole_fewshot.nn.item_table import CachedItemTable
 
 
 def _meta_network(width: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, width))
 
 
-class MWUF(CachedItemTable, GeneralRecommender):
+class MWUF(WarmBackboneRecommender):
     r"""BPR backbone whose few-shot items are warmed up by meta scaling (content) and shifting (users) networks."""
-
-    input_type = InputType.PAIRWISE
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d = config["embedding_size"]
-        self.embedding_size = d
-        self.max_shots = config["max_shots"]
-
-        train = TrainingInteractions(dataset, max_history_len=1)
-        count = train.item_count
+        d = self.embedding_size
+        # a few-shot item's users are all its buyers; a warm item's, its first K' ~ U{0..max_shots}
         generator = torch.Generator().manual_seed(config["seed"])
-        simulated = torch.randint(0, self.max_shots + 1, count.shape, generator=generator)
-        is_few_shot = count <= self.max_shots
-        support, _ = train.support_matrix(self.max_shots)
-        self.register_buffer("support", support, persistent=False)
-        self.register_buffer("support_len", torch.where(is_few_shot, count, simulated), persistent=False)
-        self.register_buffer("is_few_shot", is_few_shot, persistent=False)
-        self.register_buffer("has_interactions", count > 0, persistent=False)
+        simulated = torch.randint(0, self.max_shots + 1, self.item_count.shape, generator=generator)
+        cold = self.is_cold(torch.arange(self.n_items))
+        self.register_buffer("shift_len", torch.where(cold, self.support_len, simulated), persistent=False)
 
         self.backbone = BPRBackbone(self.n_users, self.n_items, d)
         self.cold_offset = nn.Embedding(self.n_items, d)
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        self.content = self.build_content_encoder(dataset, config)
         self.meta_scaling = _meta_network(d, config["meta_hidden_size"])
         self.meta_shifting = _meta_network(d, config["meta_hidden_size"])
         self.loss = BPRLoss()
@@ -103,7 +89,8 @@ class MWUF(CachedItemTable, GeneralRecommender):
     def cold_embedding(self, items: torch.Tensor) -> torch.Tensor:
         """Cold ID embeddings: the mean embedding of the base model's items with interactions, plus a learned offset."""
         base = self.backbone.item_embedding.weight.detach()
-        mean = base[self.has_interactions].mean(0) if self.has_interactions.any() else base.mean(0)
+        known = self.item_count > 0
+        mean = base[known].mean(0) if known.any() else base.mean(0)
         return mean + self.cold_offset(items)
 
     def scaling(self, items: torch.Tensor) -> torch.Tensor:
@@ -113,7 +100,7 @@ class MWUF(CachedItemTable, GeneralRecommender):
     def shift_users(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Users the shifting network aggregates for ``items`` (training buyers) and their mask."""
         users = self.support[items]
-        valid = torch.arange(users.shape[-1], device=users.device) < self.support_len[items].unsqueeze(-1)
+        valid = torch.arange(users.shape[-1], device=users.device) < self.shift_len[items].unsqueeze(-1)
         return users, valid
 
     def shifting(self, items: torch.Tensor) -> torch.Tensor:
@@ -132,7 +119,7 @@ class MWUF(CachedItemTable, GeneralRecommender):
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
         """Served item vectors: warmed-up for few-shot items, the base embedding for warm items."""
         base = self.backbone.item_embedding(items).detach()
-        return torch.where(self.is_few_shot[items].unsqueeze(-1), self.warm_embedding(items), base)
+        return torch.where(self.is_cold(items).unsqueeze(-1), self.warm_embedding(items), base)
 
     # --- RecBole interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction):
@@ -155,12 +142,3 @@ class MWUF(CachedItemTable, GeneralRecommender):
             p = self.warm_embedding(pos_item[query], pos_cold[query].detach())
             loss = loss + self.loss((u * p).sum(-1), (u * neg_e[query]).sum(-1))
         return loss
-
-    def predict(self, interaction):
-        user = interaction[self.USER_ID]
-        item = interaction[self.ITEM_ID]
-        return (self.backbone.user_embedding(user) * self.item_representation(item)).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        user = interaction[self.USER_ID]
-        return (self.backbone.user_embedding(user) @ self.all_item_table().T).view(-1)

@@ -3,8 +3,7 @@
 ``ContentProfile``, ``ContentKNN`` and ``ContentRidge`` are training-free or closed-form. Their content
 is ``ItemContentEncoder.content_vectors`` (fixed codes, no learned weight), computed once per model from
 the item table. ``BackboneFloor`` holds what the two backbone floors share: the warm BPR backbone, the
-cold/warm split of items by training count, a zero training loss, and an item table built in closed form
-at evaluation and cached until the parameters may change.
+cold/warm split of items by training count, a zero training loss, and an item table built in closed form.
 """
 
 from __future__ import annotations
@@ -12,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 from torch import nn
 
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
-from recbole_fewshot.nn.caches import DerivedCaches
 from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.trainer import BackboneFloorTrainer
 
 
 def item_content_vectors(dataset, fields: Sequence[str] | None) -> torch.Tensor:
@@ -53,29 +52,23 @@ def training_pairs(train: TrainingInteractions) -> tuple[torch.Tensor, torch.Ten
     return pairs // train.n_items, pairs % train.n_items
 
 
-class BackboneFloor(DerivedCaches, GeneralRecommender):
-    """Base of a floor on the warm BPR backbone (trained or loaded by ``WarmBackboneTrainer``).
+class BackboneFloor(WarmBackboneRecommender):
+    """Base of a floor on the warm BPR backbone, trained (or loaded) by ``BackboneFloorTrainer``.
 
-    An item with more than ``max_shots`` training interactions is warm and keeps its backbone vector; every
-    other item is cold and gets ``cold_vectors()`` instead, which never reads a cold item's own backbone
-    vector. Scores are backbone user vector . item vector. Nothing is trained after the backbone: the loss
-    is zero (it touches one dummy parameter so RecBole's trainer runs, as RecBole's ``Pop`` does).
+    A warm item keeps its backbone vector; every cold item gets ``cold_vectors()`` instead, which never
+    reads a cold item's own backbone vector. Scores are backbone user vector . item vector. Nothing is
+    trained after the backbone: the loss is zero (it touches one dummy parameter so RecBole's trainer
+    runs, as RecBole's ``Pop`` does).
     """
 
     input_type = InputType.POINTWISE
     type = ModelType.TRADITIONAL
-    CACHED = ("_item_table",)
-    _item_table: torch.Tensor | None = None
+    trainer_class = BackboneFloorTrainer
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.max_shots = config["max_shots"]
-        self.train_interactions = TrainingInteractions(dataset)
-        count = self.train_interactions.item_count
-        warm = count > self.max_shots
-        cold = ~warm
+        cold = self.is_cold(torch.arange(self.n_items))
         cold[0] = False  # RecBole's padding item
-        self.register_buffer("warm_items", torch.nonzero(warm).view(-1), persistent=False)
         self.register_buffer("cold_items", torch.nonzero(cold).view(-1), persistent=False)
         self.backbone = BPRBackbone(self.n_users, self.n_items, config["embedding_size"])
         self.fake_loss = nn.Parameter(torch.zeros(1))
@@ -84,25 +77,12 @@ class BackboneFloor(DerivedCaches, GeneralRecommender):
         """The vectors of ``cold_items`` (in that order), ``[len(cold_items), embedding_size]``."""
         raise NotImplementedError
 
-    def item_table(self) -> torch.Tensor:
-        """Every item's vector, ``[n_items, embedding_size]``: computed on every call in training mode,
-        once per evaluation in eval mode."""
-        if self._item_table is not None and not self.training:
-            return self._item_table
+    def compute_score_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's user vectors, and every item's vector in closed form."""
         with torch.no_grad():
             table = self.backbone.item_embedding.weight.clone()
             table[self.cold_items] = self.cold_vectors().to(table.dtype)
-        if not self.training:
-            self._item_table = table
-        return table
+        return self.backbone.user_embedding.weight, table
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         return self.fake_loss.sum() * 0.0
-
-    def predict(self, interaction) -> torch.Tensor:
-        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
-        return (user_e * self.item_table()[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        user_e = self.backbone.user_embedding(interaction[self.USER_ID])
-        return (user_e @ self.item_table().T).view(-1)

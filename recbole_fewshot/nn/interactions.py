@@ -20,7 +20,9 @@ def support_mask(support: torch.Tensor, support_len: torch.Tensor) -> torch.Tens
 class TrainingInteractions:
     """Chronological per-user histories and per-item buyer lists of a training split (CPU tensors)."""
 
-    def __init__(self, dataset, max_history_len: int = 50):
+    MAX_HISTORY_LEN = 50  # a history's length where the model's config sets no max_history_len
+
+    def __init__(self, dataset, max_history_len: int = MAX_HISTORY_LEN):
         inter = dataset.inter_feat
         users = inter[dataset.uid_field].numpy()
         items = inter[dataset.iid_field].numpy()

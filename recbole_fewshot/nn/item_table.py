@@ -8,11 +8,9 @@ from recbole_fewshot.nn.caches import DerivedCaches
 
 
 class CachedItemTable(DerivedCaches):
-    """Mixin (listed before ``GeneralRecommender``) caching ``item_representation`` over all items.
-
-    In training mode the table is recomputed on every call (parameters change); in eval mode it is
-    computed once, without gradients, and kept until the next ``train()``/``eval()`` call, which
-    RecBole's trainer makes at the start of every epoch and every evaluation, or ``load_state_dict``.
+    """Mixin (listed before ``GeneralRecommender``) caching ``item_representation`` over all items
+    (``DerivedCaches.cached``): recomputed on every call in training mode, once per evaluation in eval mode.
+    The peer models get this from :class:`~recbole_fewshot.model.abstract_recommender.ColdStartRecommender`.
     """
 
     CACHED = ("_item_table",)
@@ -20,12 +18,7 @@ class CachedItemTable(DerivedCaches):
 
     def all_item_table(self) -> torch.Tensor:
         """Every item's vector, shape ``[n_items, d]``."""
-        if self.training:
-            return self.item_representation(self.all_items())
-        if self._item_table is None:
-            with torch.no_grad():
-                self._item_table = self.item_representation(self.all_items())
-        return self._item_table
+        return self.cached("_item_table", lambda: self.item_representation(self.all_items()))
 
     def all_items(self) -> torch.Tensor:
         return torch.arange(self.n_items, device=next(self.parameters()).device)

@@ -27,13 +27,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType
 from torch import nn
 
-from recbole_fewshot.nn.caches import DerivedCaches
-from recbole_fewshot.nn.content import ItemContentEncoder
-from recbole_fewshot.nn.interactions import TrainingInteractions
+from recbole_fewshot.model.abstract_recommender import ColdStartRecommender
 
 RESAMPLING_ROUNDS = 10  # redraws of a negative that hit an item of the user's before it is dropped
 
@@ -45,41 +41,38 @@ def _masked_mean(index: torch.Tensor, mask: torch.Tensor, table: torch.Tensor) -
     return total / weights.sum(-1, keepdim=True).clamp_min(1.0)
 
 
-class UserTaskClassifier(DerivedCaches, GeneralRecommender):
+class UserTaskClassifier(ColdStartRecommender):
     r"""Each user is a task whose classifier comes from the class representatives of their history.
 
     Subclasses define ``adapt`` (class representatives to user-specific parameters) and ``classify``
-    (those parameters and item vectors ``F(j)`` to logits, broadcasting).
+    (those parameters and item vectors ``F(j)`` to logits, broadcasting). The score tables are every
+    user's classifier and every item's ``F``.
     """
 
-    input_type = InputType.PAIRWISE
-    CACHED = ("_eval_tables",)  # user classifiers and item vectors: dropped by train()/eval() and load_state_dict
+    NO_CONTENT_EFFECT = "every item gets the same score"
+    SETTINGS = ("negative_support_size",)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        d = config["embedding_size"]
-        self.embedding_size = d
-        self.negative_support_size = config["negative_support_size"]
+        d = self.embedding_size
 
-        train = TrainingInteractions(dataset, config["max_history_len"])
-        self.register_buffer("history", train.history, persistent=False)
+        self.register_buffer("history", self.train_interactions.history, persistent=False)
         # distinct training (user, item) pairs as sorted keys user * n_items + item
         inter = dataset.inter_feat
         keys = np.unique(inter[dataset.uid_field].numpy().astype(np.int64) * self.n_items
                          + inter[dataset.iid_field].numpy().astype(np.int64))
         self.register_buffer("seen_keys", torch.as_tensor(keys, dtype=torch.long), persistent=False)
         # each item's weight as a negative: training count ** power, 0 for items without one
-        counts = train.item_count.double()
+        counts = self.item_count.double()
         pool = torch.where(counts > 0, counts.clamp_min(1.0) ** config["negative_sampling_power"], 0.0)
         self.register_buffer("pool_weight", pool.float(), persistent=False)
 
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
+        self.content = self.build_content_encoder(dataset, config)
         layers, width = [], d
         for size in config["item_hidden_size"]:
             layers += [nn.Linear(width, size), nn.ReLU()]
             width = size
         self.item_network = nn.Sequential(*layers, nn.Linear(width, d))  # F on top of the content vector
-        self._eval_tables: tuple | None = None
 
     # --- subclass interface ---------------------------------------------------------------------
     def adapt(self, r0: torch.Tensor, r1: torch.Tensor) -> list[torch.Tensor]:
@@ -145,16 +138,11 @@ class UserTaskClassifier(DerivedCaches, GeneralRecommender):
         r0 = negative_sum / (weight.sum() - seen_weight[users]).clamp_min(1e-6).unsqueeze(1)
         return r0, r1
 
-    def _eval(self) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Every user's classifier and every item's ``F``, computed once per evaluation."""
-        if self._eval_tables is None or self.training:
-            table = self.item_vectors(torch.arange(self.n_items, device=self.history.device))
-            users = torch.arange(self.n_users, device=self.history.device)
-            tables = (self.adapt(*self._representatives(users, table)), table)
-            if self.training:
-                return tables
-            self._eval_tables = tables
-        return self._eval_tables
+    def compute_score_tables(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every user's classifier and every item's ``F``."""
+        table = self.item_vectors(torch.arange(self.n_items, device=self.history.device))
+        users = torch.arange(self.n_users, device=self.history.device)
+        return self.adapt(*self._representatives(users, table)), table
 
     # --- RecBole interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction):
@@ -182,10 +170,10 @@ class UserTaskClassifier(DerivedCaches, GeneralRecommender):
     def predict(self, interaction):
         user = interaction[self.USER_ID]
         item = interaction[self.ITEM_ID]
-        params, table = self._eval()
+        params, table = self.score_tables()
         return self.classify([p[user] for p in params], table[item])
 
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
-        params, table = self._eval()
+        params, table = self.score_tables()
         return self.score_table([p[user] for p in params], table).view(-1)
