@@ -1,7 +1,7 @@
 """Speed and fidelity of ``recbole-fewshot embed``'s settings on synthetic product text.
 
-Encodes N product titles (about 20 word pieces) and N long descriptions (past the model's 256 word-piece
-limit), made from a fixed vocabulary with a seed, with each setting, and prints a markdown table: texts/s
+Encodes N product titles (about 20 word pieces), N long descriptions (past the model's 256 word-piece
+limit), made from a fixed vocabulary with a seed, and a catalogue of N/2 of each, shuffled, with each setting, and prints a markdown table: texts/s
 (the best of ``--repeats`` rounds; rounds visit the settings in turn, so load from other processes
 falls on all of them alike), texts per CPU-second of this process (all its threads; on a busy machine
 texts/s falls, this much less), the ratio of texts/s to the code path before length sorting and
@@ -66,7 +66,10 @@ def main() -> None:
             encoder = text.load_encoder(spec, args.device, max_length, backend)
             settings[f"{backend}, {max_length}"] = (
                 lambda t, encoder=encoder: text.encode(encoder, t, args.batch_size, args.threads))
-    sets = {"titles": synthetic_texts(args.n, 15, seed=0), "descriptions": synthetic_texts(args.n, 250, seed=1)}
+    titles, descriptions = synthetic_texts(args.n, 15, seed=0), synthetic_texts(args.n, 250, seed=1)
+    catalogue = titles[:args.n // 2] + descriptions[:args.n - args.n // 2]
+    np.random.default_rng(2).shuffle(catalogue)
+    sets = {"titles": titles, "descriptions": descriptions, "catalogue": catalogue}
     for name, texts in sets.items():
         pieces = [len(ids) for ids in full.tokenizer(texts, verbose=False)["input_ids"]]
         print(f"{name}: {len(texts)} texts, {np.mean(pieces):.0f} word pieces on average (with [CLS] and [SEP])")
