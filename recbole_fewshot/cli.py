@@ -110,7 +110,7 @@ def _quick(args: argparse.Namespace, overrides: dict) -> int:
 
 
 def _bench_speed(args: argparse.Namespace, overrides: dict) -> int:
-    from recbole_fewshot.speed import bench_speed
+    from recbole_fewshot.benchmark.speed import bench_speed
 
     bench_speed(args.dataset, args.shots, args.epochs, args.out, data_path=args.data_path, overrides=overrides)
     return 0

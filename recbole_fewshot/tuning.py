@@ -99,7 +99,8 @@ def tune(dataset: str, labels: Sequence[str], trials: int, out: str | os.PathLik
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from recbole_fewshot.benchmark import Cell, _run_in_child, cell_config
+    from recbole_fewshot.benchmark import Cell, cell_config
+    from recbole_fewshot.benchmark.runner import run_in_child
     from recbole_fewshot.data.split import SplitSpec, materialize, resolve_source
 
     if trials < 1:
@@ -122,7 +123,7 @@ def tune(dataset: str, labels: Sequence[str], trials: int, out: str | os.PathLik
         for number in range(done, trials):
             study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
                                         sampler=optuna.samplers.TPESampler(seed=seed + number, n_startup_trials=max(3, trials // 3)))
-            study.optimize(lambda trial: _objective(trial, space, model, split_name, config, folder, _run_in_child),
+            study.optimize(lambda trial: _objective(trial, space, model, split_name, config, folder, run_in_child),
                            n_trials=1, catch=(RuntimeError,))
         study = optuna.load_study(study_name=study_name, storage=storage)
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

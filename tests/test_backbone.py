@@ -14,6 +14,7 @@ from conftest import build_pipeline, build_trainer
 
 import recbole_fewshot.trainer.backbone as backbone_module
 from recbole_fewshot import benchmark as bench
+from recbole_fewshot.benchmark import store
 from recbole_fewshot import registry
 from recbole_fewshot.data.atomic import read_atomic
 from recbole_fewshot.data.split import read_manifest
@@ -304,20 +305,20 @@ def test_the_benchmark_shares_backbones_and_records_the_early_stop(tmp_path):
     assert config["backbone_cache_dir"] == str(tmp_path / "out" / "backbones"), "FewShotRec shares the peers' backbone"
     _, config = bench.cell_config(bench.Cell("CLCRec", 3, 2020), "split", tmp_path, "new", {}, tmp_path / "out")
     assert "backbone_cache_dir" not in config
-    one = bench._params_hash("DeepMusic", "split", {"backbone_cache_dir": "here"})
-    assert bench._params_hash("DeepMusic", "split", {"backbone_cache_dir": "there"}) == one
+    one = store.params_hash("DeepMusic", "split", {"backbone_cache_dir": "here"})
+    assert store.params_hash("DeepMusic", "split", {"backbone_cache_dir": "there"}) == one
     assert "backbone_epochs" not in bench.QUICK_OVERRIDES
 
 
 def test_a_changed_shared_setting_makes_new_benchmark_cells(tmp_path, monkeypatch):
-    before = bench._params_hash("DeepMusic", "split", {"epochs": 1})
-    unaffected = bench._params_hash("CLCRec", "split", {"epochs": 1})
+    before = store.params_hash("DeepMusic", "split", {"epochs": 1})
+    unaffected = store.params_hash("CLCRec", "split", {"epochs": 1})
     changed = tmp_path / "backbone.yaml"
     shipped = registry.BACKBONE_CONFIG_FILE.read_text()
     changed.write_text(shipped.replace("backbone_holdout: 0.1", "backbone_holdout: 0.2"))
     monkeypatch.setattr(registry, "BACKBONE_CONFIG_FILE", changed)
-    assert bench._params_hash("DeepMusic", "split", {"epochs": 1}) != before
-    assert bench._params_hash("CLCRec", "split", {"epochs": 1}) == unaffected
+    assert store.params_hash("DeepMusic", "split", {"epochs": 1}) != before
+    assert store.params_hash("CLCRec", "split", {"epochs": 1}) == unaffected
 
 
 # --- distributed --------------------------------------------------------------------------------

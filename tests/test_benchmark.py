@@ -10,6 +10,7 @@ import pytest
 from planted import write_planted_dataset
 
 from recbole_fewshot import benchmark as bench
+from recbole_fewshot.benchmark import runner, store
 
 MODELS = ["Random", "Pop", "NoSuchModel"]
 
@@ -77,7 +78,7 @@ def test_resume_skips_finished_cells_and_retries_failed(finished, monkeypatch):
         calls.append(model)
         raise RuntimeError("still failing")
 
-    monkeypatch.setattr(bench, "_run_in_child", fake_child)
+    monkeypatch.setattr(runner, "run_in_child", fake_child)
     before = read_csv(out / "results.csv")
     bench.benchmark("planted", MODELS, [0], 2, out, data_path=str(root / "source"),
                     overrides={"epochs": 1}, split_options={"max_shots": 3})
@@ -106,7 +107,7 @@ def test_moved_out_folder_resumes_and_another_split_is_new_cells(finished, monke
         calls.append((model, dataset))
         raise RuntimeError("not run")
 
-    monkeypatch.setattr(bench, "_run_in_child", fake_child)
+    monkeypatch.setattr(runner, "run_in_child", fake_child)
     bench.benchmark("planted", MODELS[:2], [0], 2, moved, data_path=str(root / "source"),
                     overrides={"epochs": 1}, split_options={"max_shots": 3})
     assert calls == [], "the paths inside the out folder are not parameters"
@@ -180,12 +181,12 @@ def test_a_plugin_models_changed_default_makes_new_cells(tmp_path, monkeypatch):
     from recbole_fewshot import registry
 
     config = {"epochs": 1, "data_path": "anywhere"}
-    before = bench._params_hash("FewShotRec", "split", config)
-    assert bench._params_hash("FewShotRec", "split", {**config, "data_path": "elsewhere"}) == before
+    before = store.params_hash("FewShotRec", "split", config)
+    assert store.params_hash("FewShotRec", "split", {**config, "data_path": "elsewhere"}) == before
     changed = tmp_path / "FewShotRec.yaml"
     changed.write_text(registry.model_config_file("FewShotRec").read_text().replace("max_shots: 10", "max_shots: 5"))
     monkeypatch.setattr(registry, "model_config_file", lambda model: changed if model == "FewShotRec" else None)
-    assert bench._params_hash("FewShotRec", "split", config) != before
+    assert store.params_hash("FewShotRec", "split", config) != before
 
 
 def _summary_mean(out, model):
@@ -206,10 +207,10 @@ def test_the_summary_reads_each_cells_current_parameters_and_the_csv_keeps_the_r
 
     def fake_child(model, dataset, config, workdir, threads=None):
         metrics = {"ndcg@20": 0.5}
-        return {"test": metrics, "valid": metrics, "best_valid_score": 0.5, "epochs": 2, "train_seconds": 1.0,
+        return {"test_result": metrics, "best_valid_result": metrics, "best_valid_score": 0.5, "epochs": 2, "train_seconds": 1.0,
                 "seconds_per_epoch": 0.5, "eval_seconds": 0.1, "peak_memory_mb": 1.0}
 
-    monkeypatch.setattr(bench, "_run_in_child", fake_child)
+    monkeypatch.setattr(runner, "run_in_child", fake_child)
     changed = {"epochs": 2}
     bench.benchmark("planted", MODELS[:2], [0], 2, rerun, data_path=str(root / "source"), overrides=changed,
                     split_options={"max_shots": 3})
@@ -219,7 +220,7 @@ def test_the_summary_reads_each_cells_current_parameters_and_the_csv_keeps_the_r
         assert _summary_mean(rerun, model) == 0.5, "only this run's parameters are summarised"
         assert f"| {model} | 2 |" in (rerun / "results.md").read_text(), "two seeds, not four"
     rows.append({**rows[-1], "dataset": "another", "test_ndcg@20": "0.9"})  # another dataset in the same folder
-    bench._write_rows(rerun / "results.csv", rows)
+    store.write_rows(rerun / "results.csv", rows)
     bench.benchmark("planted", MODELS[:2], [0], 2, rerun, data_path=str(root / "source"),
                     overrides={"epochs": 1}, split_options={"max_shots": 3})  # the first parameters again: all done
     for model in MODELS[:2]:

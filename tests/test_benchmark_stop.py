@@ -14,8 +14,9 @@ import pytest
 # A benchmark whose cells never finish on their own: each child sleeps (the real child would train).
 DRIVER = """
 import sys
-from recbole_fewshot import benchmark, cli
-benchmark._child_command = lambda request, result: [sys.executable, "-c", "import time; time.sleep(120)"]
+from recbole_fewshot import cli
+from recbole_fewshot.benchmark import runner
+runner._child_command = lambda request, result: [sys.executable, "-c", "import time; time.sleep(120)"]
 sys.exit(cli.main(["benchmark", "--dataset", "ml-100k", "--models", "Random", "Pop", "--shots", "0",
                    "--seeds", "1", "--jobs", "2", "--out", sys.argv[1]]))
 """

@@ -72,13 +72,13 @@ def test_fewshotrec_on_two_processes_materialises_the_split_once(planted_source,
     assert_one_process_agrees("FewShotRec", "planted", planted_source, in_tmp, result, **overrides)
 
 
-def test_one_process_is_recboles_run_recbole(monkeypatch):
+def test_one_process_is_the_pipeline_in_this_process(monkeypatch):
     calls = []
-    monkeypatch.setattr("recbole_fewshot.distributed.run_recbole", lambda **kwargs: calls.append(kwargs) or {"ok": 1})
+    monkeypatch.setattr("recbole_fewshot.distributed.run_pipeline",
+                        lambda *args, **kwargs: calls.append((args, kwargs)) or {"ok": 1})
     monkeypatch.setattr(torch.multiprocessing, "spawn", lambda *args, **kwargs: pytest.fail("spawned"))
     assert run_distributed("BPR", "planted", config_dict={"epochs": 1}) == {"ok": 1}
-    assert calls == [{"model": "BPR", "dataset": "planted", "config_file_list": None, "config_dict": {"epochs": 1},
-                      "saved": True}]
+    assert calls == [(("BPR", "planted", None, {"epochs": 1}), {"saved": True, "log_run": True})]
 
 
 def test_cli_run_passes_the_distributed_options(monkeypatch, capsys):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from recbole_fewshot.speed import bench_speed
+from recbole_fewshot.benchmark.speed import bench_speed
 
 
 def test_bench_speed_measures_fewshotrec_against_bpr(planted_source, in_tmp, capsys):

@@ -9,6 +9,7 @@ import yaml
 from planted import write_planted_dataset
 
 from recbole_fewshot import benchmark as bench
+from recbole_fewshot.benchmark import runner
 from recbole_fewshot import tuning
 
 SPACE = {"learning_rate": ["log", 0.0001, 0.1], "dropout_prob": ["choice", 0.0, 0.5]}
@@ -28,7 +29,7 @@ def fake_cells(monkeypatch, tmp_path):
         calls.append({"model": model, "evaluate_test": evaluate_test, **config})
         return {"best_valid_score": fake_valid_score(config), "epochs": 1}
 
-    monkeypatch.setattr(bench, "_run_in_child", run)
+    monkeypatch.setattr(runner, "run_in_child", run)
     monkeypatch.setattr(tuning, "search_space", lambda label: dict(SPACE) if label == "BPR" else {})
     write_planted_dataset(tmp_path / "source")
     return calls, tmp_path
@@ -98,10 +99,10 @@ def test_the_benchmark_runs_each_model_with_its_tuned_settings(fake_cells, monke
 
     def run(model, dataset, config, workdir, threads=None, evaluate_test=True):
         calls.append({"model": model, "evaluate_test": evaluate_test, **config})
-        return {"test": {"ndcg@20": 0.1}, "valid": {"ndcg@20": 0.2}, "best_valid_score": 0.2, "epochs": 1,
+        return {"test_result": {"ndcg@20": 0.1}, "best_valid_result": {"ndcg@20": 0.2}, "best_valid_score": 0.2, "epochs": 1,
                 "train_seconds": 1.0, "seconds_per_epoch": 1.0, "eval_seconds": 0.1, "peak_memory_mb": 1.0}
 
-    monkeypatch.setattr(bench, "_run_in_child", run)
+    monkeypatch.setattr(runner, "run_in_child", run)
     bench.benchmark("planted", ["BPR", "Pop"], [0, 1], 1, root / "out", data_path=str(root / "source"),
                     split_options={"max_shots": 3}, tuned=root / "tuned", overrides={"dropout_prob": 0.25})
     bpr = [c for c in calls if c["model"] == "BPR"]

@@ -16,7 +16,8 @@ import argparse
 import itertools
 from pathlib import Path
 
-from recbole_fewshot.benchmark import Cell, _run_in_child, cell_config
+from recbole_fewshot.benchmark import Cell, cell_config
+from recbole_fewshot.benchmark.runner import run_in_child
 from recbole_fewshot.data.split import SplitSpec, materialize, resolve_source
 
 
@@ -45,7 +46,7 @@ def main() -> None:
             settings = {"content_min_items": min_items, "content_thresholds": thresholds, "content_pooling": pooling,
                         "backbone_cache_dir": str(out / "backbones")}
             model, config = cell_config(Cell(model_label, args.shots, seed), name, out / "splits", "new", settings, out)
-            result = _run_in_child(model, name, config, out, evaluate_test=False)
+            result = run_in_child(model, name, config, out, evaluate_test=False)
             print(f"| {model_label} | {seed} | {min_items} | {thresholds} | {pooling} | "
                   f"{result['best_valid_score']:.4f} | {result['epochs']} |", flush=True)
 

@@ -8,6 +8,9 @@ model's peak GPU memory. On a GPU every reading waits for the device's queued wo
 It also times FewShotRec's behaviour encoder alone, as a floor under its figures: forward and backward
 over the histories of each training batch's users (as an epoch encodes them, item vectors given), and
 forward over every user once (as an evaluation does).
+
+Each model is set up by the shared pipeline (:func:`recbole_fewshot.pipeline.prepare`), then timed here
+epoch by epoch instead of fitted.
 """
 
 from __future__ import annotations
@@ -53,23 +56,21 @@ def _fastest(device: torch.device, runs: int, work: Callable[[int], object]) -> 
 
 
 def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
+    """The fastest of ``epochs`` training epochs and of as many valid evaluations of a prepared run, its peak
+    GPU memory, its model and its training data."""
+    from recbole_fewshot.pipeline import prepare
 
-    config = Config(model=model, dataset=dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    prepared = prepare(model, dataset, config_dict=config_dict)
+    trainer, train_data = prepared.trainer, prepared.train_data
     if hasattr(trainer, "prepare_backbone"):
         trainer.prepare_backbone(train_data)
-    device = config["device"]
+    device = prepared.config["device"]
     _gpu_peak_mb(device)
     epoch = _fastest(device, epochs, lambda run: trainer._train_epoch(train_data, run, show_progress=False))
     # fastest of as many evaluations too: the process's first evaluation also pays one-off setup
-    evaluation = _fastest(device, epochs, lambda _: trainer.evaluate(valid_data, load_best_model=False, show_progress=False))
-    return epoch, evaluation, _gpu_peak_mb(device), net, train_data
+    evaluation = _fastest(device, epochs,
+                          lambda _: trainer.evaluate(prepared.valid_data, load_best_model=False, show_progress=False))
+    return epoch, evaluation, _gpu_peak_mb(device), prepared.model, train_data
 
 
 def encoder_floor(model, train_data, runs: int) -> tuple[float, float]:
@@ -127,13 +128,12 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
                 overrides: dict | None = None) -> dict:
     """Measure and print the figures; returns them: ``torch_threads``, ``device`` and per model label
     (``BPR``, ``FewShotRec-GRU``, ``FewShotRec-CNN``) its row under ``models``."""
-    import recbole_fewshot  # noqa: F401
     from recbole_fewshot.data.split import SplitSpec, materialize, resolve_source
 
     name, _ = materialize(resolve_source(dataset, data_path), SplitSpec(shots=shots), Path(out) / "splits")
     base = {"data_path": str(Path(out) / "splits"), "state": "ERROR", "show_progress": False,
-            "checkpoint_dir": str(Path(out) / "saved"), "topk": [20], "metrics": ["NDCG"], "valid_metric": "NDCG@20",
-            "eval_batch_size": 65536, **(overrides or {})}
+            "checkpoint_dir": str(Path(out) / "saved"), "log_root": str(Path(out) / "log"), "topk": [20],
+            "metrics": ["NDCG"], "valid_metric": "NDCG@20", "eval_batch_size": 65536, **(overrides or {})}
     bpr_epoch, bpr_eval, bpr_gpu_mb, bpr, _ = _time_model("BPR", name, base, epochs)
     bpr_row = {"epoch_s": bpr_epoch, "eval_s": bpr_eval, "peak_mb": _peak_mb(), "gpu_peak_mb": bpr_gpu_mb}
     figures = {"torch_threads": torch.get_num_threads(), "device": str(next(bpr.parameters()).device),
