@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=64, help="texts per batch; texts are batched longest first, so a batch pads little (default 64)")
     embed.add_argument("--max-length", type=int, default=128, help="word pieces read per text (default 128, about 90 words); the rest of a longer text is cut off. The model's own limit (256 for all-MiniLM-L6-v2) caps it")
     embed.add_argument("--backend", choices=["fp32", "int8"], default="fp32", help="fp32 (default), or int8: Linear layers quantised to int8, about twice as fast on a CPU, vectors at a mean cosine of 0.97 to fp32 ones (CPU only)")
-    embed.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the CPU cores this process may use)")
+    embed.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the CPU cores this process may use less those busy with other processes, by the 1-minute load average; at least 1)")
     embed.add_argument("--prefix", default=None, help="output field <prefix>_emb (default: the field names joined by _)")
     embed.add_argument("--cache", default=None, help="SQLite embedding cache (default: ~/.cache/recbole_fewshot/text-embeddings.sqlite)")
     embed.add_argument("--device", default=None, help="torch device for the model (default: cuda if available, else cpu)")

@@ -19,7 +19,8 @@ its splits like any other item field.
 * Speed: each text is read up to ``--max-length`` word pieces (default 128; the model's own limit,
   256 for all-MiniLM-L6-v2, caps it), texts are encoded longest first in batches of ``--batch-size`` so
   that a batch pads little (the vectors come back in the original order), torch uses one thread per
-  CPU core this process may run on (``--threads``), and the model runs on CUDA when there is a GPU.
+  CPU core this process may run on and other processes leave idle (``--threads``), and the model runs
+  on CUDA when there is a GPU.
   ``--backend int8`` quantises the Linear layers to int8 (torch dynamic quantisation, CPU only): about
   twice as fast on a CPU, with vectors at a mean cosine of 0.97 to the fp32 ones. The length and the
   backend are part of the cache key. ``tools/bench_embed.py`` measures the settings (``docs/data.md``).
@@ -204,8 +205,13 @@ class EmbeddingCache:
 
 
 def default_threads() -> int:
-    """The number of CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The CPU cores this process may run on less those other processes keep busy (1-minute load average), >= 1.
+
+    Threads beyond the idle cores wait on each other: on a busy machine one thread is several times faster.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - busy)))
 
 
 def cache_key(spec: ModelSpec, max_length: int = DEFAULT_MAX_LENGTH, backend: str = "fp32") -> str:

@@ -7,6 +7,7 @@ Tests marked by the ``minilm`` fixture use the real all-MiniLM-L6-v2 from the gt
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import sys
@@ -361,7 +362,13 @@ def test_embed_options_and_their_defaults():
     assert (args.max_length, args.backend, args.threads) == (text.DEFAULT_MAX_LENGTH, "fp32", None)
     help_text = " ".join(parser._subparsers._group_actions[0].choices["embed"].format_help().split())
     assert "the rest of a longer text is cut off" in help_text and "int8" in help_text
-    assert text.default_threads() >= 1
+
+
+def test_default_threads_are_the_idle_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for load, threads in [(0.0, 4), (1.2, 3), (3.4, 1), (40.0, 1)]:
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load), raising=False)
+        assert text.default_threads() == threads
 
 
 def test_encode_sorts_by_length_and_keeps_the_order(fake):
