@@ -28,7 +28,6 @@ from recbole.utils import ModelType
 
 MODEL_PACKAGE = "recbole_fewshot.model"
 BASES_MODULE = "abstract_recommender"
-TRAINER_PACKAGE = "recbole_fewshot.trainer"
 PROPERTIES_DIR = Path(__file__).parent / "properties" / "model"
 BACKBONE_CONFIG_FILE = Path(__file__).parent / "properties" / "backbone.yaml"
 _RECBOLE_SUBPACKAGE = {
@@ -76,11 +75,9 @@ def model_config_file(model: str) -> Path | None:
 
 
 def plugin_trainer(model: str) -> type | None:
-    """The trainer of plugin model ``model``: its class's ``trainer_class``, else ``recbole_fewshot.trainer.<Model>Trainer``
-    where that exists; None for a model RecBole's own choice by model type trains."""
-    model_class = plugin_models()[model]
-    named = getattr(model_class, "trainer_class", None)
-    return named if named is not None else getattr(importlib.import_module(TRAINER_PACKAGE), f"{model}Trainer", None)
+    """The trainer of plugin model ``model``: its class's ``trainer_class``; None for a model without one,
+    which RecBole's own choice by model type trains."""
+    return getattr(plugin_models()[model], "trainer_class", None)
 
 
 def has_backbone(model: str) -> bool:

@@ -49,7 +49,7 @@ def test_a_frozen_backbone_reaches_the_model_unchanged(tmp_path):
     model.eval()
     warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
     d = model.embedding_size
-    assert torch.equal(model.all_item_table()[warm, :d], model.backbone.item_embedding.weight[warm]), "warm items: backbone"
+    assert torch.equal(model.score_tables()[1][warm, :d], model.backbone.item_embedding.weight[warm]), "warm items: backbone"
 
 
 def test_before_training_users_are_the_backbone_users_and_new_items_the_ridge_map(tmp_path):
@@ -57,8 +57,8 @@ def test_before_training_users_are_the_backbone_users_and_new_items_the_ridge_ma
     model.eval()
     users = torch.arange(1, model.n_users)
     d = model.embedding_size
-    assert torch.allclose(model.served_users(users)[:, :d], model.backbone.user_embedding(users), atol=1e-6)
-    assert torch.all(model.served_users(users)[:, d:] == 0), "the correction starts at zero"
+    assert torch.allclose(model.score_tables()[0][users][:, :d], model.backbone.user_embedding(users), atol=1e-6)
+    assert torch.all(model.score_tables()[0][users][:, d:] == 0), "the correction starts at zero"
     warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1).numpy()
     inputs = np.c_[model.codes.numpy().astype(np.float64), np.ones(model.n_items)]
     targets = model.backbone.item_embedding.weight.detach().numpy().astype(np.float64)
@@ -68,8 +68,8 @@ def test_before_training_users_are_the_backbone_users_and_new_items_the_ridge_ma
     new = new[new > 0]
     assert len(new)
     expected = torch.from_numpy(inputs[new.numpy()] @ weight).float()
-    assert torch.allclose(model.all_item_table()[new, :d], expected, atol=1e-4), "K = 0: the closed-form content map"
-    assert torch.allclose(model.all_item_table()[new, d:], torch.zeros(len(new), d), atol=1e-6), \
+    assert torch.allclose(model.score_tables()[1][new, :d], expected, atol=1e-4), "K = 0: the closed-form content map"
+    assert torch.allclose(model.score_tables()[1][new, d:], torch.zeros(len(new), d), atol=1e-6), \
         "K = 0: nothing beyond the content for the correction to read"
 
 
@@ -80,7 +80,7 @@ def test_the_support_update_is_the_gaussian_posterior_mean(tmp_path):
     items = torch.nonzero((model.item_count > 0) & (model.item_count <= model.max_shots)).squeeze(1)[:5]
     with torch.no_grad():
         torch.nn.init.normal_(model.trust.weight, std=0.1)
-        got = model.all_item_table()[items, : model.embedding_size].double()
+        got = model.score_tables()[1][items, : model.embedding_size].double()
         content = model.content(items)
         prior = model.content_prior(model.codes[items]).double()
         rho = (model.user_scale * torch.exp(model.log_trust + model.trust(content))).double().squeeze(1)
@@ -109,7 +109,7 @@ def test_the_user_correction_reads_only_what_buyers_say_beyond_the_content(tmp_p
     new = new[new > 0]
     with torch.no_grad():
         prior = model.content_prior(model.codes[new])
-        corrected = model.served_users(users)
+        corrected = model.score_tables()[0][users]
     d = model.embedding_size
     assert corrected[:, d:].abs().sum() > 0, "the correction is not zero"
     assert torch.allclose(scores[:, new], model.backbone.user_embedding(users) @ prior.T, atol=1e-5)
@@ -144,7 +144,7 @@ def test_onboarding_matches_full_sort_for_an_item_of_the_catalogue(trained):
     row = {field: _raw(train, field, item) for field in model.content.fields}
     buyers = [train.field2id_token["user_id"][u] for u in model.support[item, : model.support_len[item]].tolist()]
     onboarded = model.onboard([row], [buyers])
-    assert torch.allclose(onboarded.embedding[0], model.all_item_table()[item], atol=1e-5)
+    assert torch.allclose(onboarded.embedding[0], model.score_tables()[1][item], atol=1e-5)
     users = ["u1", "u2", "u3"]
     ids = torch.tensor([int(train.token2id("user_id", u)) for u in users])
     full_sort = model.full_sort_predict(Interaction({"user_id": ids})).view(len(users), -1)[:, item]

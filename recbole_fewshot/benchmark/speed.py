@@ -92,7 +92,7 @@ def encoder_floor(model, train_data, runs: int) -> tuple[float, float]:
     def every_user(_):
         model.eval()
         with torch.no_grad():
-            model.served_users(torch.arange(model.n_users, device=device))
+            model.every_user_representation()
 
     return _fastest(device, runs, train_epoch), _fastest(device, runs, every_user)
 

@@ -39,16 +39,14 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
-from recbole.utils import InputType
 from torch import nn
 
+from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
-from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.floors import ridge_map, with_bias
-from recbole_fewshot.nn.interactions import TrainingInteractions, support_mask
-from recbole_fewshot.nn.item_table import CachedItemTable
+from recbole_fewshot.nn.interactions import support_mask
+from recbole_fewshot.trainer import FewShotRecTrainer
 
 CNN_HEIGHTS = (2, 3, 4)
 CNN_FILTERS = 32
@@ -128,36 +126,25 @@ class CNNBehaviourEncoder(nn.Module):
         return torch.cat(pooled + [x.cumsum(dim=2) / count], dim=1).transpose(1, 2)
 
 
-class FewShotRec(CachedItemTable, GeneralRecommender):
+class FewShotRec(WarmBackboneRecommender):
     r"""Backbone users corrected by a behaviour encoder on items' departures from their content map; new
     items by a closed-form posterior over their buyers."""
 
-    input_type = InputType.PAIRWISE
-    CACHED = ("_user_table",)
-    _user_table: torch.Tensor | None = None
+    trainer_class = FewShotRecTrainer
+    NO_CONTENT_EFFECT = "a zero-shot item is the warm items' mean and K = 0 scores are no better than chance"
     USER_TABLE_CHUNK = 4096  # users encoded at once for the evaluation's user table (bounds the encoder's memory)
 
     def __init__(self, config, dataset):
-        super().__init__(config, dataset)
         check_settings(config)
-        d = config["embedding_size"]
-        self.embedding_size = d
-        self.max_shots = config["max_shots"]
+        super().__init__(config, dataset)
+        d = self.embedding_size
         self.fine_tunes_backbone = not config["freeze_backbone"]  # read by the trainer once the backbone is trained
         self.ridge_lambda = float(config["ridge_lambda"])
         self.field2token_id = dataset.field2token_id
+        for name in ("history", "history_len", "item_ptr", "item_users"):
+            self.register_buffer(name, getattr(self.train_interactions, name), persistent=False)
 
-        train = TrainingInteractions(dataset, config["max_history_len"])
-        for name in ("history", "history_len", "item_count", "item_ptr", "item_users"):
-            self.register_buffer(name, getattr(train, name), persistent=False)
-        support, support_len = train.support_matrix(self.max_shots)
-        self.register_buffer("support", support, persistent=False)
-        self.register_buffer("support_len", support_len, persistent=False)
-
-        self.content = ItemContentEncoder(dataset, d, config["item_content_fields"])
-        if not self.content.has_content:
-            getLogger().warning("FewShotRec: the dataset has no item features, so a zero-shot item is the warm "
-                                "items' mean and K = 0 scores are no better than chance; load item features for cold start")
+        self.content = self.build_content_encoder(dataset, config)
         with torch.no_grad():
             codes = self.content.content_vectors(torch.arange(self.n_items))
         columns = codes.abs().sum(0) > 0  # tokens on too few items are zero everywhere: no column
@@ -188,7 +175,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         map of content codes onto the warm items' vectors, each user's mean backbone score of their
         training items (``y``'s scale) and the users' mean squared norm (``rho``'s scale)."""
         users, items = self.backbone.user_embedding.weight, self.backbone.item_embedding.weight
-        warm = torch.nonzero(self.item_count > self.max_shots).squeeze(1)
+        warm = self.warm_items
         self.ridge_weight.copy_(ridge_map(self.codes[warm], items[warm], self.ridge_lambda).float())
         owners = torch.repeat_interleave(torch.arange(self.n_items, device=items.device), self.item_count)
         scores = (users[self.item_users] * items[owners]).sum(1)
@@ -216,9 +203,6 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         gram = buyers @ buyers.transpose(1, 2) + trust * torch.eye(support.shape[1], device=support.device)
         return prior + (buyers.transpose(1, 2) @ torch.linalg.solve(gram, residual)).squeeze(-1)
 
-    def is_warm(self, items: torch.Tensor) -> torch.Tensor:
-        return self.item_count[items] > self.max_shots
-
     @staticmethod
     def scored_item(vectors: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """``[v, v - prior]`` [N, 2d]: an item vector and what its buyers say beyond its content, the part
@@ -230,7 +214,7 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         support for the others."""
         prior = self.content_prior(self.codes[items])
         cold = self.cold_item_embedding(prior, self.content(items), self.support[items], self.support_len[items])
-        return self.scored_item(torch.where(self.is_warm(items).unsqueeze(-1), self.backbone.item_embedding(items), cold), prior)
+        return self.scored_item(torch.where(~self.is_cold(items).unsqueeze(-1), self.backbone.item_embedding(items), cold), prior)
 
     def sample_support(self, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each item's first ``shots`` training buyers [N, max_shots] (0-padded), never the row's user: the
@@ -261,15 +245,13 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         """Users from their backbone vector and their whole training history (at most ``max_history_len`` items)."""
         return self.corrected(users, self.history_states(users), self.history_len[users])
 
-    def served_users(self, users: torch.Tensor) -> torch.Tensor:
-        """Users' vectors; in eval mode every user is encoded once per evaluation and kept until ``train()``/``eval()``."""
-        if self.training:
-            return self.user_representation(users)
-        if self._user_table is None:
-            with torch.no_grad():
-                every = torch.arange(self.n_users, device=users.device)
-                self._user_table = torch.cat([self.user_representation(chunk) for chunk in every.split(self.USER_TABLE_CHUNK)])
-        return self._user_table[users]
+    def every_user_representation(self) -> torch.Tensor:
+        """Every user's vector [n_users, 2d], encoded ``USER_TABLE_CHUNK`` users at a time."""
+        every = torch.arange(self.n_users, device=self.item_count.device)
+        return torch.cat([self.user_representation(chunk) for chunk in every.split(self.USER_TABLE_CHUNK)])
+
+    def compute_score_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.every_user_representation(), self.item_representation(torch.arange(self.n_items, device=self.item_count.device))
 
     def training_user_representation(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Users of training rows from the history before the scored item; each distinct user encoded once."""
@@ -292,13 +274,6 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
             vectors = self.cold_item_embedding(prior, self.content(items), support, support_len)
             scores.append((user_e * self.scored_item(vectors, prior)).sum(-1))
         return -F.logsigmoid(scores[0] - scores[1]).mean()
-
-    def predict(self, interaction):
-        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        return (self.served_users(user) * self.all_item_table()[item]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        return (self.served_users(interaction[self.USER_ID]) @ self.all_item_table().T).view(-1)
 
     # --- onboarding -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -345,6 +320,6 @@ class FewShotRec(CachedItemTable, GeneralRecommender):
         user_ids = torch.tensor([token_id[u] for u in users], dtype=torch.long, device=self.item_count.device)
         was_training = self.training
         self.eval()
-        scores = self.served_users(user_ids) @ items.embedding.T
+        scores = self.score_tables()[0][user_ids] @ items.embedding.T
         self.train(was_training)
         return scores
