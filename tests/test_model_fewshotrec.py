@@ -224,3 +224,12 @@ def _raw(train, field: str, item: int):
     if value.dim() == 0:
         return tokens[int(value)]
     return " ".join(tokens[int(v)] for v in value if int(v) > 0)
+
+
+@pytest.mark.parametrize("shots, freeze, one_epoch", [(0, True, True), (0, False, False), (2, True, False)])
+def test_k0_on_a_frozen_backbone_trains_one_epoch(tmp_path, shots, freeze, one_epoch):
+    """At K = 0 with a frozen backbone new items are their content map whatever the episodes learn, so
+    training stops after one epoch; with buyers, or a backbone to fine-tune, it runs its epochs."""
+    model, _, trainer, _ = build(tmp_path, shots=shots, train_epochs=3, freeze_backbone=freeze)
+    assert model.training_moves_new_items() is not one_epoch
+    assert trainer.epochs == (1 if one_epoch else 3)
