@@ -24,10 +24,9 @@ BACKBONE_FIGURES = ("backbone_best_epoch", "backbone_holdout_ndcg")
 
 @dataclass
 class Prepared:
-    """A run ready to fit: its RecBole config, dataset, data loaders, model and trainer."""
+    """A run ready to fit: its RecBole config, data loaders, model and trainer."""
 
     config: Any
-    dataset: Any
     train_data: Any
     valid_data: Any
     test_data: Any
@@ -79,7 +78,7 @@ def prepare(model: str, dataset: str, config_file_list: Sequence[str] | None = N
         flops = get_flops(net, data, config["device"], logger, construct_transform(config))
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-    return Prepared(config, data, train_data, valid_data, test_data, net, trainer)
+    return Prepared(config, train_data, valid_data, test_data, net, trainer)
 
 
 def run_pipeline(model: str, dataset: str, config_file_list: Sequence[str] | None = None,

@@ -20,7 +20,7 @@ from recbole_fewshot.benchmark.cells import Cell, cell_config
 from recbole_fewshot.benchmark.report import plot, write_markdown
 from recbole_fewshot.benchmark.store import (KEY_COLUMNS, current_rows, failed_row, finished_row, params_hash,
                                              read_rows, write_rows)
-from recbole_fewshot.pipeline import PipelineResult
+from recbole_fewshot.pipeline import PipelineResult, run_pipeline
 
 
 class BenchmarkStopped(RuntimeError):
@@ -29,8 +29,6 @@ class BenchmarkStopped(RuntimeError):
 
 def _child_main(request_file: str, result_file: str) -> None:
     """The child process: one cell through the pipeline (no progress bars), its result written as JSON."""
-    from recbole_fewshot.pipeline import run_pipeline
-
     request = json.loads(Path(request_file).read_text(encoding="utf-8"))
     result = run_pipeline(request["model"], request["dataset"], config_dict=request["config"],
                           evaluate_test=request["evaluate_test"], show_progress=False)
