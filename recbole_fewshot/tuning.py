@@ -1,7 +1,7 @@
 """Equal-budget tuning on valid: every model gets the same number of optuna trials over its declared space.
 
 A model declares its search space in its yaml (``recbole_fewshot/properties/model/<Model>.yaml`` for a
-plugin model, ``recbole_fewshot/configs/models/<Model>.yaml`` for a RecBole built-in) under
+plugin model, ``recbole_fewshot/properties/benchmark/<Model>.yaml`` for a RecBole built-in) under
 ``search_space``, one entry per setting::
 
     search_space:
@@ -35,11 +35,11 @@ class SearchSpaceError(ValueError):
 
 def search_space(label: str) -> dict[str, list]:
     """The declared search space of a model label (a model or a benchmark variant); empty if none."""
-    from recbole_fewshot.benchmark import CONFIG_DIR, model_spec
+    from recbole_fewshot.benchmark import BENCHMARK_CONFIG_DIR, model_spec
     from recbole_fewshot.registry import model_config_file
 
     model, _ = model_spec(label)
-    path = model_config_file(model) or CONFIG_DIR / "models" / f"{model}.yaml"
+    path = model_config_file(model) or BENCHMARK_CONFIG_DIR / f"{model}.yaml"
     declared = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("search_space") if path.is_file() else None
     space = dict(declared or {})
     for name, entry in space.items():

@@ -130,7 +130,7 @@ def test_every_variant_sets_only_its_models_known_settings():
     import yaml
     from recbole_fewshot import registry
 
-    variants = sorted((bench.CONFIG_DIR / "variants").glob("*.yaml"))
+    variants = sorted(bench.VARIANT_DIR.glob("*.yaml"))
     assert variants
     for path in variants:
         model, settings = bench.model_spec(path.stem)

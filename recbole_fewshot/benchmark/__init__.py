@@ -14,9 +14,9 @@ no temporary folder and ends the run (``BenchmarkStopped``).
 * :mod:`.speed`: ``bench-speed``, FewShotRec's cost against BPR's in one process.
 """
 
-from recbole_fewshot.benchmark.cells import (CONFIG_DIR, DEFAULT_MODELS, QUICK_MODELS, QUICK_OVERRIDES, Cell,
-                                             cell_config, list_models, model_spec, variant_spec)
+from recbole_fewshot.benchmark.cells import (BENCHMARK_CONFIG_DIR, DEFAULT_MODELS, QUICK_MODELS, QUICK_OVERRIDES,
+                                             VARIANT_DIR, Cell, cell_config, list_models, model_spec, variant_spec)
 from recbole_fewshot.benchmark.runner import BenchmarkStopped, benchmark
 
-__all__ = ["CONFIG_DIR", "DEFAULT_MODELS", "QUICK_MODELS", "QUICK_OVERRIDES", "BenchmarkStopped", "Cell", "benchmark",
+__all__ = ["BENCHMARK_CONFIG_DIR", "VARIANT_DIR", "DEFAULT_MODELS", "QUICK_MODELS", "QUICK_OVERRIDES", "BenchmarkStopped", "Cell", "benchmark",
            "cell_config", "list_models", "model_spec", "variant_spec"]

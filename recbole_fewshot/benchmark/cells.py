@@ -7,7 +7,9 @@ from pathlib import Path
 
 import yaml
 
-CONFIG_DIR = Path(__file__).parent.parent / "configs"
+PROPERTIES = Path(__file__).parent.parent / "properties"
+BENCHMARK_CONFIG_DIR = PROPERTIES / "benchmark"  # settings.yaml: every cell's; <Model>.yaml: a model's in the benchmark
+VARIANT_DIR = PROPERTIES / "variants"  # <Label>.yaml: a model and the settings that make the variant
 BASELINES = ["Random", "Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "MultiVAE", "ENMF"]
 PEERS = ["DropoutNet", "Heater", "MetaEmb", "MWUF", "LWA", "NLBA", "DeepMusic", "CLCRec", "CVAR", "ALDI", "GAR"]
 FLOORS = ["ContentProfile", "ContentKNN", "ContentRidge"]
@@ -28,8 +30,8 @@ class Cell:
 
 
 def variant_spec(label: str) -> tuple[str, dict] | None:
-    """The RecBole model name and settings of a variant in ``configs/variants`` (FewShotRec-CNN), or None."""
-    variant = CONFIG_DIR / "variants" / f"{label}.yaml"
+    """The RecBole model name and settings of a variant in ``properties/variants`` (FewShotRec-CNN), or None."""
+    variant = VARIANT_DIR / f"{label}.yaml"
     if not variant.is_file():
         return None
     config = yaml.safe_load(variant.read_text(encoding="utf-8")) or {}
@@ -37,11 +39,11 @@ def variant_spec(label: str) -> tuple[str, dict] | None:
 
 
 def model_spec(label: str) -> tuple[str, dict]:
-    """The RecBole model name and config of a label: a model, or a variant in ``configs/variants``."""
+    """The RecBole model name and config of a label: a model, or a variant in ``properties/variants``."""
     variant = variant_spec(label)
     if variant is not None:
         return variant
-    model_file = CONFIG_DIR / "models" / f"{label}.yaml"
+    model_file = BENCHMARK_CONFIG_DIR / f"{label}.yaml"
     config = (yaml.safe_load(model_file.read_text(encoding="utf-8")) if model_file.is_file() else None) or {}
     config.pop("search_space", None)  # the tuner's, not RecBole's
     return label, config
@@ -51,7 +53,7 @@ def list_models() -> list[str]:
     """Every built-in and plugin model and every benchmark variant."""
     from recbole_fewshot import registry
 
-    variants = sorted(p.stem for p in (CONFIG_DIR / "variants").glob("*.yaml"))
+    variants = sorted(p.stem for p in VARIANT_DIR.glob("*.yaml"))
     return sorted(registry.plugin_models()) + variants + list(registry.builtin_models())
 
 
@@ -61,7 +63,7 @@ def cell_config(cell: Cell, split_name: str, split_path: Path, candidates: str, 
     ``tuned`` settings (chosen on valid by ``tune``), then ``base`` (the user's)."""
     model, model_config = model_spec(cell.model)
     config = {
-        **yaml.safe_load((CONFIG_DIR / "benchmark.yaml").read_text(encoding="utf-8")),
+        **yaml.safe_load((BENCHMARK_CONFIG_DIR / "settings.yaml").read_text(encoding="utf-8")),
         **model_config,
         **(tuned or {}),
         **base,
