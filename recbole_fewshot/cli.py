@@ -117,7 +117,7 @@ def _bench_speed(args: argparse.Namespace, overrides: dict) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from recbole_fewshot.text import TextEmbeddingError, embed_dataset
+    from recbole_fewshot.datasets.text import TextEmbeddingError, embed_dataset
 
     try:
         result = embed_dataset(

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import recbole_fewshot.text as text
+import recbole_fewshot.datasets.text as text
 from recbole_fewshot.cli import main as cli_main
 from recbole_fewshot.data.atomic import read_atomic, write_atomic
 from recbole_fewshot.datasets.online_retail import convert
-from recbole_fewshot.text import TextEmbeddingError, embed_dataset
+from recbole_fewshot.datasets.text import TextEmbeddingError, embed_dataset
 
 SAMPLE = Path(__file__).parent / "data" / "online_retail_sample.csv"
 sys.path.insert(0, str(Path(__file__).parent))

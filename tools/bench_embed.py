@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from recbole_fewshot import text
+from recbole_fewshot.datasets import text
 
 WORDS = ("white red blue pink green black ivory vintage retro classic large small mini jumbo set of "
          "ceramic glass metal wooden cotton paper enamel heart star flower bird christmas garden kitchen "

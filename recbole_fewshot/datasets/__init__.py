@@ -1,4 +1,4 @@
-"""Converters from raw data to RecBole atomic files.
+"""The data side: converters from raw data to RecBole atomic files, and item text embeddings.
 
 ``recbole-fewshot convert SOURCE ... --out DIR`` (also ``python -m recbole_fewshot.datasets SOURCE ...``)
 writes ``DIR/NAME/NAME.inter`` (and ``.item``), ready for ``recbole-fewshot split --dataset NAME
@@ -6,6 +6,9 @@ writes ``DIR/NAME/NAME.inter`` (and ``.item``), ready for ``recbole-fewshot spli
 
 * ``table``: your own orders table and product table, CSV or Parquet (:mod:`recbole_fewshot.datasets.table`);
 * ``online_retail``: the UCI Online Retail sheet (:mod:`recbole_fewshot.datasets.online_retail`).
+
+``recbole-fewshot embed`` adds sentence-transformers vectors of item text fields to a dataset's ``.item``
+file (:mod:`recbole_fewshot.datasets.text`).
 """
 
 from __future__ import annotations
