@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -265,6 +266,10 @@ def _spaced_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # RecBole 1.2.1 calls pandas and torch APIs that their newer versions deprecate; the warnings point at
+    # RecBole's own lines, which nobody running the command can change.
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"recbole\.")
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     spaced = _spaced_overrides(parser, argv)
