@@ -307,9 +307,8 @@ class FewShotRec(WarmBackboneRecommender):
             getLogger().warning(f"onboard: support users {unknown[:5]} are not {self.USER_ID} tokens of the "
                                 "training data and are skipped (check the id format)")
         ids = [[token_id[u] for u in users if u in token_id][: self.max_shots] for users in support_users]
-        support = torch.zeros(len(ids), self.max_shots, dtype=torch.long, device=device)
-        for row, users in enumerate(ids):
-            support[row, : len(users)] = torch.tensor(users, dtype=torch.long, device=device)
+        support = torch.tensor([users + [0] * (self.max_shots - len(users)) for users in ids],
+                               dtype=torch.long, device=device).view(len(ids), self.max_shots)
         lengths = torch.tensor([len(users) for users in ids], dtype=torch.long, device=device)
         prior = self.content_prior(codes)
         return OnboardedItems(self.scored_item(self.cold_item_embedding(prior, content, support, lengths), prior),

@@ -173,6 +173,8 @@ class ItemContentEncoder(nn.Module):
                 tokens = values.long()
                 kept = _tokens_on_enough_items(tokens, dataset.num(field), min_items)
                 self.register_buffer(f"kept_{field}", kept, persistent=False)  # derived from the item table
+                # a kept token's column in the field's code (1, 2, ... in token order); padding and rare tokens: 0
+                self.register_buffer(f"column_{field}", torch.cumsum(kept, 0) * kept, persistent=False)
                 self.register_buffer(f"feature_{field}", self._without_rare_tokens(field, tokens))
             elif ftype == FeatureType.FLOAT:
                 values = values.float()
@@ -223,7 +225,7 @@ class ItemContentEncoder(nn.Module):
 
     def field_codes(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each field's fixed code (before any learned weight): for a categorical field the pooled
-        one-hot of its kept tokens (their multi-hot, or its mean), for a number its ``NumericCode``, for a vector its standardised
+        one-hot of its kept tokens (their multi-hot, or its mean; a column per kept token), for a number its ``NumericCode``, for a vector its standardised
         value."""
         codes = {}
         for field in self.fields:
@@ -231,8 +233,9 @@ class ItemContentEncoder(nn.Module):
             if field in self.numeric:
                 codes[field] = self.numeric[field](value)
             elif self.field_types[field] in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
-                tokens = value if value.dim() == 2 else value.unsqueeze(-1)
-                hot = torch.zeros(len(tokens), self.encoders[field].weight.shape[0], device=tokens.device)
+                columns = getattr(self, f"column_{field}")
+                tokens = columns[value if value.dim() == 2 else value.unsqueeze(-1)]
+                hot = torch.zeros(len(tokens), int(columns.max()) + 1, device=tokens.device)
                 hot.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=hot.dtype))
                 hot[:, 0] = 0.0
                 codes[field] = self._pooled(hot, hot.sum(1, keepdim=True))
@@ -300,26 +303,25 @@ class ItemContentEncoder(nn.Module):
         features = {}
         for field in self.fields:
             ftype, token_id = self.field_types[field], field2token_id.get(field, {})
-            stored = getattr(self, f"feature_{field}")
-            column = []
-            for row in rows:
-                value = row.get(field)
-                missing = value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
-                if field in self.ordinal_tokens:  # as in the item table, a token that is no number is missing
-                    column.append(math.nan if missing else _number_or_nan(str(value)))
-                elif field in self.numeric:
-                    column.append(math.nan if missing else _numbers(field, len(column), [value])[0])
-                elif ftype == FeatureType.TOKEN:
-                    column.append(token_id.get(str(value), 0) if value is not None else 0)
-                elif ftype == FeatureType.TOKEN_SEQ:
-                    tokens = value.split() if isinstance(value, str) else list(value or [])
-                    ids = [token_id.get(str(t), 0) for t in tokens][: stored.shape[-1]]
-                    column.append(ids + [0] * (stored.shape[-1] - len(ids)))
-                else:
+            width = getattr(self, f"feature_{field}").shape[-1]
+            values = [row.get(field) for row in rows]
+            if field in self.ordinal_tokens:  # as in the item table, a token that is no number is missing
+                column = [math.nan if _missing(value) else _number_or_nan(str(value)) for value in values]
+            elif field in self.numeric:
+                column = [math.nan if _missing(value) else _numbers(field, index, [value])[0]
+                          for index, value in enumerate(values)]
+            elif ftype == FeatureType.TOKEN:
+                column = [token_id.get(str(value), 0) if value is not None else 0 for value in values]
+            elif ftype == FeatureType.TOKEN_SEQ:
+                column = [([token_id.get(str(t), 0) for t in (value.split() if isinstance(value, str) else list(value or []))]
+                           + [0] * width)[:width] for value in values]
+            else:
+                column = []
+                for value in values:
                     vector = _numbers(field, len(column), value.split() if isinstance(value, str) else value or [])
-                    if vector and len(vector) != stored.shape[-1]:
+                    if vector and len(vector) != width:
                         raise ValueError(f"item features[{len(column)}]: {field!r} has {len(vector)} numbers, the "
-                                         f"dataset's items have {stored.shape[-1]} (embed new items with the same model)")
+                                         f"dataset's items have {width} (embed new items with the same model)")
                     column.append(vector if vector else getattr(self, f"mean_{field}").tolist())
             if field in self.numeric:
                 features[field] = torch.tensor(column, dtype=torch.float, device=device)
@@ -329,6 +331,11 @@ class ItemContentEncoder(nn.Module):
             else:
                 features[field] = torch.tensor(column, dtype=torch.float, device=device)
         return features
+
+
+def _missing(value) -> bool:
+    """A raw value that reads as missing: None, NaN or a blank string."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
 def _real_items(values: torch.Tensor) -> torch.Tensor:
