@@ -220,7 +220,7 @@ class FewShotRec(WarmBackboneRecommender):
         """Whether the episodes can change a new item's score: not when the backbone stays frozen and no
         cold item has a buyer (a K = 0 split), as every new item is then its content map, scored by the
         backbone user alone (``scored_item``)."""
-        return self.fine_tunes_backbone or bool(((self.item_count > 0) & self.is_cold(torch.arange(self.n_items, device=self.item_count.device))).any())
+        return self.fine_tunes_backbone or bool(((self.item_count > 0) & (self.item_count <= self.max_shots)).any())
 
     def sample_support(self, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each item's first ``shots`` training buyers [N, max_shots] (0-padded), never the row's user: the
