@@ -44,12 +44,11 @@ from torch import nn
 
 from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
 from recbole_fewshot.nn.backbone import BPRBackbone
+from recbole_fewshot.nn.behaviour import CNNBehaviourEncoder, GRUBehaviourEncoder
 from recbole_fewshot.nn.floors import ridge_map, with_bias
 from recbole_fewshot.nn.interactions import support_mask
 from recbole_fewshot.trainer import FewShotRecTrainer
 
-CNN_HEIGHTS = (2, 3, 4)
-CNN_FILTERS = 32
 CHOICES = {"behaviour_encoder": ("gru", "cnn")}
 # setting: (whole numbers only, lowest, highest, whether the highest is allowed); None: no bound
 RANGES = {"embedding_size": (True, 1, None, True), "max_history_len": (True, 1, None, True),
@@ -90,40 +89,6 @@ class OnboardedItems(NamedTuple):
     embedding: torch.Tensor
     support: torch.Tensor
     support_len: torch.Tensor
-
-
-class GRUBehaviourEncoder(nn.Module):
-    """GRU over the history (left-aligned, 0-padded), its state at t joined by the mean of items 0..t."""
-
-    def __init__(self, embedding_size: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.gru = nn.GRU(embedding_size, embedding_size, batch_first=True)
-        self.width = 2 * embedding_size
-
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(history)
-        states, _ = self.gru(x)
-        count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)
-        return torch.cat([states, x.cumsum(dim=1) / count], dim=2)
-
-
-class CNNBehaviourEncoder(nn.Module):
-    """Causal convolutions of several heights, max-pooled over each prefix (Caser/TextCNN), plus the
-    prefix mean; the state at t encodes items 0..t."""
-
-    def __init__(self, embedding_size: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.convs = nn.ModuleList(nn.Conv1d(embedding_size, CNN_FILTERS, h, padding=h - 1) for h in CNN_HEIGHTS)
-        self.width = CNN_FILTERS * len(CNN_HEIGHTS) + embedding_size
-
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        steps = history.shape[1]
-        x = self.dropout(history).transpose(1, 2)  # [B, d, L]
-        pooled = [F.relu(conv(x))[:, :, :steps].cummax(dim=2).values for conv in self.convs]
-        count = torch.arange(1, steps + 1, device=history.device, dtype=history.dtype).view(1, 1, -1)
-        return torch.cat(pooled + [x.cumsum(dim=2) / count], dim=1).transpose(1, 2)
 
 
 class FewShotRec(WarmBackboneRecommender):
@@ -240,16 +205,26 @@ class FewShotRec(WarmBackboneRecommender):
         history = self.history[users]
         return self.encoder(self.backbone.item_embedding(history) * (history > 0).unsqueeze(-1))
 
-    def corrected(self, users: torch.Tensor, states: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
-        """``[b_u, c_u]`` [U, 2d]: backbone user vectors and the correction read from each row's state
-        after ``prefix_len`` items."""
-        picked = states[torch.arange(len(users), device=users.device), (prefix_len - 1).clamp_min(0)]
-        correction = self.correction(picked) * (prefix_len > 0).unsqueeze(-1)
+    def corrected(self, users: torch.Tensor, state: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
+        """``[b_u, c_u]`` [U, 2d]: backbone user vectors and the correction read from each row's encoder
+        ``state`` [U, width] after ``prefix_len`` items (none after an empty prefix)."""
+        correction = self.correction(state) * (prefix_len > 0).unsqueeze(-1)
         return torch.cat([self.backbone.user_embedding(users), correction], dim=-1)
 
+    @staticmethod
+    def state_after(states: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
+        """Each row's state [U, width] after its first ``prefix_len`` items, from every prefix's [U, L, width]."""
+        return states[torch.arange(len(states), device=states.device), (prefix_len - 1).clamp_min(0)]
+
     def user_representation(self, users: torch.Tensor) -> torch.Tensor:
-        """Users from their backbone vector and their whole training history (at most ``max_history_len`` items)."""
-        return self.corrected(users, self.history_states(users), self.history_len[users])
+        """Users from their backbone vector and their whole training history (at most ``max_history_len``
+        items); in eval mode the encoder computes only the final state (``final_state``)."""
+        lengths = self.history_len[users]
+        if self.training:
+            return self.corrected(users, self.state_after(self.history_states(users), lengths), lengths)
+        items = self.backbone.item_embedding.weight.clone()
+        items[0] = 0  # the padding item
+        return self.corrected(users, self.encoder.final_state(items, self.history[users], lengths), lengths)
 
     def every_user_representation(self) -> torch.Tensor:
         """Every user's vector [n_users, 2d], encoded ``USER_TABLE_CHUNK`` users at a time."""
@@ -264,7 +239,7 @@ class FewShotRec(WarmBackboneRecommender):
         unique, inverse = torch.unique(users, return_inverse=True)
         match = self.history[users] == items.unsqueeze(1)
         prefix_len = torch.where(match.any(dim=1), match.float().argmax(dim=1), self.history_len[users])
-        return self.corrected(users, self.history_states(unique)[inverse], prefix_len)
+        return self.corrected(users, self.state_after(self.history_states(unique)[inverse], prefix_len), prefix_len)
 
     # --- RecBole interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction):
