@@ -77,9 +77,11 @@ def test_fewshotrec_onboards_on_cuda_as_full_sort_scores(planted_k2, in_tmp):
     items, _ = read_atomic(data_path / name / f"{name}.item")
     row = items[items.item_id == token].iloc[0].to_dict()
     item = int(train.token2id("item_id", token))
-    support = [train.id2token("user_id", int(u)) for u in model.support[item, : model.support_len[item]]]
+    length = int(model.support_len[item])
+    support = [train.id2token("user_id", int(u)) for u in model.support[item, :length]]
+    times = model.support_times[item, :length].tolist()
     users = [train.id2token("user_id", u) for u in range(1, train.user_num)]
-    onboarded = model.onboard([row], [support])
+    onboarded = model.onboard([row], [support], [times])
     scores = model.score_onboarded(users, onboarded)
     user_ids = torch.arange(1, train.user_num, device=config["device"])
     with torch.no_grad():

@@ -58,7 +58,7 @@ def test_before_training_users_are_the_backbone_users_and_new_items_the_ridge_ma
     users = torch.arange(1, model.n_users)
     d = model.embedding_size
     assert torch.allclose(model.score_tables()[0][users][:, :d], model.backbone.user_embedding(users), atol=1e-6)
-    assert torch.all(model.score_tables()[0][users][:, d:] == 0), "the correction starts at zero"
+    assert torch.all(model.score_tables()[0][users][:, d:2 * d] == 0), "the correction starts at zero"
     warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1).numpy()
     inputs = np.c_[model.codes.numpy().astype(np.float64), np.ones(model.n_items)]
     targets = model.backbone.item_embedding.weight.detach().numpy().astype(np.float64)
@@ -69,7 +69,7 @@ def test_before_training_users_are_the_backbone_users_and_new_items_the_ridge_ma
     assert len(new)
     expected = torch.from_numpy(inputs[new.numpy()] @ weight).float()
     assert torch.allclose(model.score_tables()[1][new, :d], expected, atol=1e-4), "K = 0: the closed-form content map"
-    assert torch.allclose(model.score_tables()[1][new, d:], torch.zeros(len(new), d), atol=1e-6), \
+    assert torch.allclose(model.score_tables()[1][new, d:], torch.zeros(len(new), d + 1), atol=1e-6), \
         "K = 0: nothing beyond the content for the correction to read"
 
 
@@ -142,8 +142,13 @@ def test_onboarding_matches_full_sort_for_an_item_of_the_catalogue(trained):
     model.eval()
     item = int(torch.nonzero((model.item_count > 0) & (model.item_count <= model.max_shots))[0])
     row = {field: _raw(train, field, item) for field in model.content.fields}
-    buyers = [train.field2id_token["user_id"][u] for u in model.support[item, : model.support_len[item]].tolist()]
-    onboarded = model.onboard([row], [buyers])
+    length = int(model.support_len[item])
+    buyers = [train.field2id_token["user_id"][u] for u in model.support[item, :length].tolist()]
+    with torch.no_grad():
+        model.pace_weight.fill_(-0.5)  # the pace counts, as after training
+    model.train(), model.eval()  # drop the cached tables
+    times = (model.support_times[item, :length].double() + 1.7e9).tolist()  # any origin: only gaps count
+    onboarded = model.onboard([row], [buyers], [times])
     assert torch.allclose(onboarded.embedding[0], model.score_tables()[1][item], atol=1e-5)
     users = ["u1", "u2", "u3"]
     ids = torch.tensor([int(train.token2id("user_id", u)) for u in users])
@@ -167,13 +172,49 @@ def test_episode_supports_are_the_items_first_buyers_never_the_rows_user(tmp_pat
     rows = torch.randint(0, 1000, (len(items),)) % model.item_count[items]
     users = model.item_users[model.item_ptr[items] + rows]  # each row's user bought its item
     shots = torch.randint(0, model.max_shots + 1, (len(items),))
-    support, length = model.sample_support(items, users, shots)
+    support, length, times = model.sample_support(items, users, shots)
     assert (length == shots).all(), "warm items have buyers enough"
     for row in range(len(items)):
-        buyers = model.item_users[model.item_ptr[items[row]]: model.item_ptr[items[row] + 1]].tolist()
-        expected = [b for b in buyers if b != users[row].item()][: shots[row]]
-        assert support[row, : length[row]].tolist() == expected, "the first buyers, in order, less the row's user"
-        assert (support[row, length[row]:] == 0).all()
+        span = slice(model.item_ptr[items[row]], model.item_ptr[items[row] + 1])
+        buyers, bought = model.item_users[span].tolist(), model.item_times[span].tolist()
+        expected = [(b, t) for b, t in zip(buyers, bought) if b != users[row].item()][: shots[row]]
+        assert support[row, : length[row]].tolist() == [b for b, _ in expected], "the first buyers, in order, less the row's user"
+        assert times[row, : length[row]].tolist() == [t for _, t in expected], "and when they bought"
+        assert (support[row, length[row]:] == 0).all() and (times[row, length[row]:] == 0).all()
+
+
+def test_the_pace_weights_start_at_their_least_squares_fit_on_the_warm_items(tmp_path):
+    model, *_ = build(tmp_path)
+    warm = model.warm_items.numpy()
+    with torch.no_grad():
+        users = model.backbone.user_embedding.weight[torch.bincount(model.item_users, minlength=model.n_users) > 0]
+        residual = ((model.backbone.item_embedding.weight[warm] - model.content_prior(model.codes[warm])) @ users.mean(0))
+    residual = residual.double().numpy()
+    times = model.support_times[warm].double().numpy()
+    for size in range(2, model.max_shots + 1):
+        pace = np.log1p((times[:, size - 1] - times[:, 0]) / (size - 1) / model.pace_scale.item())
+        slope = np.polyfit(pace, residual, 1)[0]
+        assert np.isclose(model.pace_weight[size].item(), slope, rtol=1e-3, atol=1e-5), size
+    assert model.pace_weight[:2].abs().sum() == 0, "no pace below two buyers"
+
+
+def test_an_item_whose_first_buyers_came_faster_ranks_higher_under_a_negative_pace_weight(tmp_path):
+    """Of two items with the same content and buyers, the one whose buyers came within a shorter time
+    scores higher when the weight is negative (as on data where faster first buyers mean more appeal).
+    Below two buyers there is no pace."""
+    model, train, *_ = build(tmp_path)
+    model.eval()
+    users = train.field2id_token["user_id"]
+    buyers = [users[1], users[2], users[3]]
+    with torch.no_grad():
+        model.pace_weight.fill_(-1.0)
+    fast, slow, single = model.onboard([{}, {}, {}], [buyers, buyers, buyers[:1]],
+                                       [[0.0, 60.0, 120.0], [0.0, 6e5, 1.2e6], [0.0]]).embedding
+    assert torch.equal(fast[:-1], slow[:-1]), "the same item vector"
+    assert fast[-1] > slow[-1], "faster first buyers, higher pace score"
+    assert single[-1] == 0, "one buyer has no pace"
+    scores = model.score_onboarded(users[1:6], model.onboard([{}, {}], [buyers, buyers], [[0.0, 60.0, 120.0], [0.0, 6e5, 1.2e6]]))
+    assert (scores[:, 0] > scores[:, 1]).all()
 
 
 @pytest.mark.parametrize("encoder", ["gru", "cnn"])
@@ -233,3 +274,15 @@ def test_k0_on_a_frozen_backbone_trains_one_epoch(tmp_path, shots, freeze, one_e
     model, _, trainer, _ = build(tmp_path, shots=shots, train_epochs=3, freeze_backbone=freeze)
     assert model.training_moves_new_items() is not one_epoch
     assert trainer.epochs == (1 if one_epoch else 3)
+
+
+def test_support_times_are_when_the_first_buyers_bought(tmp_path):
+    model, train, *_ = build(tmp_path)
+    inter = train.inter_feat
+    items, times = inter["item_id"].numpy(), inter["timestamp"].numpy().astype(np.float64)
+    start = times.min()
+    for item in torch.nonzero(model.item_count > 0).squeeze(1)[:20].tolist():
+        length = int(model.support_len[item])
+        expected = np.sort(times[items == item])[:length] - start
+        assert np.allclose(model.support_times[item, :length].double().numpy(), expected, atol=1.0)
+        assert (model.support_times[item, length:] == 0).all()

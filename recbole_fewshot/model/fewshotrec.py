@@ -1,23 +1,20 @@
 r"""FewShotRec: transfer from a converged warm recommender, and a cold-start item module meta-learned
 for the few shots.
 
-Users and items live in the space of a warm BPR backbone (:class:`~recbole_fewshot.nn.backbone.BPRBackbone`,
-trained to convergence on the training split by ``FewShotRecTrainer``, as the peers' backbone):
+Users and items live in the space of the warm BPR backbone the peers share (trained to convergence by
+``FewShotRecTrainer``); an item with more than ``max_shots`` training buyers keeps its backbone vector.
 
-* a user is the backbone's user vector ``b_u`` and a correction ``c_u`` read by a behaviour encoder
-  (``gru`` or ``cnn``) from the history's backbone item vectors; the correction starts at zero and
-  reads only what an item's buyers say beyond its content: ``score = b_u . v + c_u . (v - mu)``, with
-  ``mu`` the item's content map below (so at K = 0 the behaviour encoder cannot undo the prior);
-* an item with more than ``max_shots`` training buyers keeps its backbone vector;
-* a new item is G(content, support buyers). Its prior is a content map: a ridge regression from the
-  item's content codes onto the warm items' backbone vectors, solved in closed form once the backbone
-  is trained: at K = 0 a new item is exactly the ``ContentRidge`` floor. Each support
-  buyer ``s`` is evidence that ``u_s . v`` is high (``y_s``, an affine map of the buyer's mean
-  backbone score of their training items), and the item vector is the posterior mean of a Gaussian
-  prior around the content map under K noisy observations,
-  ``v = mu + U^T (U U^T + rho I)^{-1} (y - U mu)``, where ``rho`` (learned, read from the content)
-  says how far K buyers are trusted against the prior. No gradient step adapts an item: the
-  adaptation is a closed-form ridge solve, meta-learned through episodes.
+* A user is ``[b_u, c_u, 1]``: the backbone vector and a correction a behaviour encoder (``gru`` or
+  ``cnn``) reads from the history's item vectors; the correction starts at zero and reads only what an
+  item's buyers say beyond its content map ``mu``: ``score = b_u . v + c_u . (v - mu) + pace``.
+* A new item's prior ``mu`` is a ridge map of its content codes onto the warm items' vectors, solved
+  in closed form (at K = 0 the ``ContentRidge`` floor). Each support buyer ``s`` is evidence that
+  ``u_s . v`` is high (``y_s``, an affine map of the buyer's mean backbone score), and ``v`` is the
+  posterior mean ``mu + U^T (U U^T + rho I)^{-1} (y - U mu)``, ``rho`` learned from the content: no
+  gradient step adapts an item.
+* ``pace = w_K log(1 + gap / typical gap)``: how fast the first buyers came (``gap`` the mean time between
+  consecutive ones), ``w_K`` learned per support size K >= 2, starting at its least-squares fit on the
+  warm items.
 
 Training is by episodes: each row's positive and negative are made to look new, reading their first
 K' ~ U{0..max_shots} training buyers (never the row's user), as a new item has its first buyers at
@@ -84,7 +81,7 @@ def check_settings(config) -> None:
 
 
 class OnboardedItems(NamedTuple):
-    """Items added after training: their served vectors [N, 2d] and support users [N, max_shots] (ids, 0-padded)."""
+    """Items added after training: their served vectors [N, 2d + 1] and support users [N, max_shots] (ids, 0-padded)."""
 
     embedding: torch.Tensor
     support: torch.Tensor
@@ -106,8 +103,10 @@ class FewShotRec(WarmBackboneRecommender):
         self.fine_tunes_backbone = not config["freeze_backbone"]  # read by the trainer once the backbone is trained
         self.ridge_lambda = float(config["ridge_lambda"])
         self.field2token_id = dataset.field2token_id
-        for name in ("history", "history_len", "item_ptr", "item_users"):
+        for name in ("history", "history_len", "item_ptr", "item_users", "item_times"):
             self.register_buffer(name, getattr(self.train_interactions, name), persistent=False)
+        self.register_buffer("support_times", self.train_interactions.support_times(self.max_shots), persistent=False)
+        self._set_pace_scale()
 
         self.content = self.build_content_encoder(dataset, config)
         with torch.no_grad():
@@ -120,6 +119,7 @@ class FewShotRec(WarmBackboneRecommender):
         self.log_trust = nn.Parameter(torch.zeros(()))
         self.target_scale = nn.Parameter(torch.ones(()))
         self.target_shift = nn.Parameter(torch.zeros(()))
+        self.pace_weight = nn.Parameter(torch.zeros(self.max_shots + 1))  # per support size; from fit_pace_weight
         encoder = GRUBehaviourEncoder if config["behaviour_encoder"] == "gru" else CNNBehaviourEncoder
         self.encoder = encoder(d, config["dropout_prob"])
         self.correction = nn.Linear(self.encoder.width, d)
@@ -138,7 +138,8 @@ class FewShotRec(WarmBackboneRecommender):
     def prepare_transfer(self) -> None:
         """Read what the content map and the support evidence need from the trained backbone: the ridge
         map of content codes onto the warm items' vectors, each user's mean backbone score of their
-        training items (``y``'s scale) and the users' mean squared norm (``rho``'s scale)."""
+        training items (``y``'s scale), the users' mean squared norm (``rho``'s scale) and the pace weights'
+        start (``fit_pace_weight``)."""
         users, items = self.backbone.user_embedding.weight, self.backbone.item_embedding.weight
         warm = self.warm_items
         self.ridge_weight.copy_(ridge_map(self.codes[warm], items[warm], self.ridge_lambda).float())
@@ -148,6 +149,59 @@ class FewShotRec(WarmBackboneRecommender):
         self.user_target.copy_(torch.zeros_like(self.user_target).index_add_(0, self.item_users, scores) / count)
         known = torch.bincount(self.item_users, minlength=self.n_users) > 0
         self.user_scale.copy_(users[known].pow(2).sum(1).mean().clamp_min(1e-6))
+        self.fit_pace_weight(users[known].mean(0))
+
+    @torch.no_grad()
+    def fit_pace_weight(self, mean_user: torch.Tensor) -> None:
+        """Start each support size's pace weight at the least-squares slope, over the warm items, of how far
+        the mean user's score of an item is above its content map's (``mean_user . (v - mu)``) on the pace
+        of the item's first buyers: how much faster first buyers say about an item's appeal."""
+        warm = self.warm_items
+        if len(warm) < 2:
+            return
+        items = self.backbone.item_embedding.weight[warm]
+        residual = (items - self.content_prior(self.codes[warm])) @ mean_user
+        for size in range(2, self.max_shots + 1):
+            lengths = torch.full((len(warm),), size, dtype=torch.long, device=warm.device)
+            pace = torch.log1p(self.mean_gap(self.support_times[warm], lengths) / self.pace_scale)
+            pace = pace - pace.mean()
+            spread = pace.pow(2).mean()
+            if spread > 0:
+                self.pace_weight[size] = (pace * (residual - residual.mean())).mean() / spread
+
+    # --- support pace ---------------------------------------------------------------------------
+    def _set_pace_scale(self) -> None:
+        """The typical gap between an item's first buyers (the median over training items with two or more,
+        over their first ``max_shots``) and each support size's mean pace, from the training split alone."""
+        self.register_buffer("pace_scale", torch.ones(()), persistent=False)
+        self.register_buffer("pace_mean", torch.zeros(self.max_shots + 1), persistent=False)
+        count = self.item_count.clamp(max=self.max_shots)
+        several = count >= 2
+        if not several.any():
+            return
+        gaps = self.mean_gap(self.support_times[several], count[several])
+        if (gaps > 0).any():
+            self.pace_scale.fill_(gaps[gaps > 0].median().item())
+        for size in range(2, self.max_shots + 1):
+            rows = self.item_count >= size
+            if rows.any():
+                lengths = torch.full((int(rows.sum()),), size, dtype=torch.long)
+                self.pace_mean[size] = torch.log1p(self.mean_gap(self.support_times[rows], lengths) / self.pace_scale).mean()
+
+    @staticmethod
+    def mean_gap(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The mean time [N] between consecutive first buyers of items whose ``lengths`` first buyers bought at
+        ``times`` [N, S] (ascending; 0 for fewer than two buyers)."""
+        if times.shape[1] == 0:
+            return times.new_zeros(len(times))
+        last = times.gather(1, (lengths - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
+        return (last - times[:, 0]) / (lengths - 1).clamp_min(1)
+
+    def pace_bias(self, times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """A score [N] for how fast an item's first buyers came: a learned weight per support size times the
+        log of the mean gap between them (over the typical gap, centred on that size's mean); 0 below two buyers."""
+        pace = torch.log1p(self.mean_gap(times, lengths) / self.pace_scale) - self.pace_mean[lengths]
+        return torch.where(lengths >= 2, self.pace_weight[lengths] * pace, torch.zeros_like(pace))
 
     # --- items ----------------------------------------------------------------------------------
     def content_prior(self, codes: torch.Tensor) -> torch.Tensor:
@@ -169,17 +223,22 @@ class FewShotRec(WarmBackboneRecommender):
         return prior + (buyers.transpose(1, 2) @ torch.linalg.solve(gram, residual)).squeeze(-1)
 
     @staticmethod
-    def scored_item(vectors: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        """``[v, v - prior]`` [N, 2d]: an item vector and what its buyers say beyond its content, the part
-        the user correction reads (``[b_u, c_u] . [v, v - prior] = b_u . v + c_u . (v - prior)``)."""
-        return torch.cat([vectors, vectors - prior], dim=-1)
+    def scored_item(vectors: torch.Tensor, prior: torch.Tensor, pace: torch.Tensor) -> torch.Tensor:
+        """``[v, v - prior, pace]`` [N, 2d + 1]: an item vector, what its buyers say beyond its content (the
+        part the user correction reads) and its pace bias: ``[b_u, c_u, 1] . [v, v - prior, pace] =
+        b_u . v + c_u . (v - prior) + pace``."""
+        return torch.cat([vectors, vectors - prior, pace.unsqueeze(-1)], dim=-1)
 
     def item_representation(self, items: torch.Tensor) -> torch.Tensor:
-        """Served items [N, 2d] (``scored_item``): the backbone's vector for warm items, G over the stored
+        """Served items [N, 2d + 1] (``scored_item``): the backbone's vector for warm items, G over the stored
         support for the others."""
         prior = self.content_prior(self.codes[items])
-        cold = self.cold_item_embedding(prior, self.content(items), self.support[items], self.support_len[items])
-        return self.scored_item(torch.where(~self.is_cold(items).unsqueeze(-1), self.backbone.item_embedding(items), cold), prior)
+        support_len = self.support_len[items]
+        cold = self.is_cold(items)
+        vectors = self.cold_item_embedding(prior, self.content(items), self.support[items], support_len)
+        vectors = torch.where(~cold.unsqueeze(-1), self.backbone.item_embedding(items), vectors)
+        pace = self.pace_bias(self.support_times[items], support_len) * cold
+        return self.scored_item(vectors, prior, pace)
 
     def training_moves_new_items(self) -> bool:
         """Whether the episodes can change a new item's score: not when the backbone stays frozen and no
@@ -187,17 +246,18 @@ class FewShotRec(WarmBackboneRecommender):
         backbone user alone (``scored_item``)."""
         return self.fine_tunes_backbone or bool(((self.item_count > 0) & (self.item_count <= self.max_shots)).any())
 
-    def sample_support(self, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_support(self, items: torch.Tensor, users: torch.Tensor,
+                       shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each item's first ``shots`` training buyers [N, max_shots] (0-padded), never the row's user: the
-        support a new item has at test, its first buyers."""
+        support a new item has at test, its first buyers; their number [N] and when they bought [N, max_shots]."""
         offsets = torch.arange(self.max_shots + 1, device=items.device).unsqueeze(0)
         index = (self.item_ptr[items].unsqueeze(1) + offsets).clamp(max=max(len(self.item_users) - 1, 0))
-        buyers = self.item_users[index]
+        buyers, times = self.item_users[index], self.item_times[index]
         keep = (offsets < self.item_count[items].unsqueeze(1)) & (buyers != users.unsqueeze(1))
         first = torch.argsort((~keep).float(), dim=1, stable=True)[:, : self.max_shots]
-        buyers, keep = buyers.gather(1, first), keep.gather(1, first)
+        buyers, times, keep = buyers.gather(1, first), times.gather(1, first), keep.gather(1, first)
         keep = keep & (offsets[:, : self.max_shots] < shots.unsqueeze(1))
-        return buyers * keep, keep.sum(1)
+        return buyers * keep, keep.sum(1), times * keep
 
     # --- users ----------------------------------------------------------------------------------
     def history_states(self, users: torch.Tensor) -> torch.Tensor:
@@ -206,10 +266,10 @@ class FewShotRec(WarmBackboneRecommender):
         return self.encoder(self.backbone.item_embedding(history) * (history > 0).unsqueeze(-1))
 
     def corrected(self, users: torch.Tensor, state: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
-        """``[b_u, c_u]`` [U, 2d]: backbone user vectors and the correction read from each row's encoder
-        ``state`` [U, width] after ``prefix_len`` items (none after an empty prefix)."""
+        """``[b_u, c_u, 1]`` [U, 2d + 1]: backbone user vectors, the correction read from each row's encoder
+        ``state`` [U, width] after ``prefix_len`` items (none after an empty prefix), and the pace's weight."""
         correction = self.correction(state) * (prefix_len > 0).unsqueeze(-1)
-        return torch.cat([self.backbone.user_embedding(users), correction], dim=-1)
+        return torch.cat([self.backbone.user_embedding(users), correction, correction.new_ones(len(users), 1)], dim=-1)
 
     @staticmethod
     def state_after(states: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
@@ -227,7 +287,7 @@ class FewShotRec(WarmBackboneRecommender):
         return self.corrected(users, self.encoder.final_state(items, self.history[users], lengths), lengths)
 
     def every_user_representation(self) -> torch.Tensor:
-        """Every user's vector [n_users, 2d], encoded ``USER_TABLE_CHUNK`` users at a time."""
+        """Every user's vector [n_users, 2d + 1], encoded ``USER_TABLE_CHUNK`` users at a time."""
         every = torch.arange(self.n_users, device=self.item_count.device)
         return torch.cat([self.user_representation(chunk) for chunk in every.split(self.USER_TABLE_CHUNK)])
 
@@ -250,24 +310,31 @@ class FewShotRec(WarmBackboneRecommender):
         shots = torch.randint(0, self.max_shots + 1, (len(user),), device=user.device)
         scores = []
         for items in (pos_item, neg_item):  # both look new: K' of their buyers, never the row's user
-            support, support_len = self.sample_support(items, user, shots)
+            support, support_len, times = self.sample_support(items, user, shots)
             prior = self.content_prior(self.codes[items])
             vectors = self.cold_item_embedding(prior, self.content(items), support, support_len)
-            scores.append((user_e * self.scored_item(vectors, prior)).sum(-1))
+            scores.append((user_e * self.scored_item(vectors, prior, self.pace_bias(times, support_len))).sum(-1))
         return -F.logsigmoid(scores[0] - scores[1]).mean()
 
     # --- onboarding -----------------------------------------------------------------------------
     @torch.no_grad()
-    def onboard(self, features: Sequence[Mapping[str, object]], support_users: Sequence[Sequence[str]]) -> OnboardedItems:
+    def onboard(self, features: Sequence[Mapping[str, object]], support_users: Sequence[Sequence[str]],
+                support_times: Sequence[Sequence[float]] | None = None) -> OnboardedItems:
         """Items added after training, embedded from raw features and raw support-user tokens.
 
         ``features[i]`` maps item fields to raw values as in the ``.item`` file (``{'class': 'Drama'}``; a
         field the dataset's items lack, or a bad number, raises a ValueError naming item and field);
-        ``support_users[i]`` lists the tokens of the item's first buyers (at most ``max_shots`` are used;
-        users unknown to the training data are skipped with a warning naming them). No gradient step is taken.
+        ``support_users[i]`` lists the tokens of the item's first buyers in the order they bought (at most
+        ``max_shots`` are used; users unknown to the training data are skipped with a warning naming them);
+        ``support_times[i]``, when given, when each of them bought, in the unit of the training data's time
+        field (without it the pace of the first buyers is not used). No gradient step is taken.
         """
         if len(features) != len(support_users):
             raise ValueError("onboard: features and support_users must have one entry per item")
+        if support_times is None:
+            support_times = [[0.0] * len(users) for users in support_users]
+        if len(support_times) != len(support_users) or any(len(t) != len(u) for t, u in zip(support_times, support_users)):
+            raise ValueError("onboard: support_times must give one time per support user of every item")
         device = self.item_count.device
         if self.content.has_content:
             raw = self.content.features_from_raw(self.field2token_id, features)
@@ -281,13 +348,18 @@ class FewShotRec(WarmBackboneRecommender):
         if unknown:
             getLogger().warning(f"onboard: support users {unknown[:5]} are not {self.USER_ID} tokens of the "
                                 "training data and are skipped (check the id format)")
-        ids = [[token_id[u] for u in users if u in token_id][: self.max_shots] for users in support_users]
-        support = torch.tensor([users + [0] * (self.max_shots - len(users)) for users in ids],
-                               dtype=torch.long, device=device).view(len(ids), self.max_shots)
-        lengths = torch.tensor([len(users) for users in ids], dtype=torch.long, device=device)
+        known = [[(token_id[u], float(t)) for u, t in zip(users, times) if u in token_id][: self.max_shots]
+                 for users, times in zip(support_users, support_times)]
+        padding = [[(0, 0.0)] * (self.max_shots - len(buyers)) for buyers in known]
+        support = torch.tensor([[b for b, _ in buyers + pad] for buyers, pad in zip(known, padding)],
+                               dtype=torch.long, device=device).view(len(known), self.max_shots)
+        times = torch.tensor([[t for _, t in buyers + pad] for buyers, pad in zip(known, padding)],
+                             dtype=torch.float64, device=device).view(len(known), self.max_shots)
+        lengths = torch.tensor([len(buyers) for buyers in known], dtype=torch.long, device=device)
+        times = (times - times[:, :1]).float() * (torch.arange(self.max_shots, device=device) < lengths.unsqueeze(1))
         prior = self.content_prior(codes)
-        return OnboardedItems(self.scored_item(self.cold_item_embedding(prior, content, support, lengths), prior),
-                              support, lengths)
+        vectors = self.cold_item_embedding(prior, content, support, lengths)
+        return OnboardedItems(self.scored_item(vectors, prior, self.pace_bias(times, lengths)), support, lengths)
 
     @torch.no_grad()
     def score_onboarded(self, users: Sequence[str], items: OnboardedItems) -> torch.Tensor:

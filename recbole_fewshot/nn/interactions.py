@@ -41,6 +41,9 @@ class TrainingInteractions:
         self.item_count = torch.as_tensor(counts, dtype=torch.long)
         self.item_ptr = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.long)
         self.item_users = torch.as_tensor(users[by_item], dtype=torch.long)
+        # seconds since the split's first training interaction, aligned with item_users (all 0 without times)
+        start = times.min() if len(times) else 0
+        self.item_times = torch.as_tensor((times[by_item] - start).astype(np.float64), dtype=torch.float32)
 
     @staticmethod
     def _padded_tail(keys: np.ndarray, values: np.ndarray, n_keys: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,9 +61,18 @@ class TrainingInteractions:
 
     def support_matrix(self, max_support: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every item's first ``max_support`` buyers ([n_items, max_support], 0-padded) and their number."""
+        index, valid, counts = self._first(max_support)
+        users = self.item_users[index] if len(self.item_users) else torch.zeros_like(index)
+        return torch.where(valid, users, torch.zeros_like(users)), counts
+
+    def support_times(self, max_support: int) -> torch.Tensor:
+        """When each of those first buyers bought ([n_items, max_support] seconds, ``item_times``; 0-padded)."""
+        index, valid, _ = self._first(max_support)
+        times = self.item_times[index] if len(self.item_times) else torch.zeros(index.shape)
+        return torch.where(valid, times, torch.zeros_like(times))
+
+    def _first(self, max_support: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         counts = self.item_count.clamp(max=max_support)
         offsets = torch.arange(max_support)
         index = (self.item_ptr[:-1].unsqueeze(1) + offsets).clamp(max=max(len(self.item_users) - 1, 0))
-        valid = offsets.unsqueeze(0) < counts.unsqueeze(1)
-        users = self.item_users[index] if len(self.item_users) else torch.zeros_like(index)
-        return torch.where(valid, users, torch.zeros_like(users)), counts
+        return index, offsets.unsqueeze(0) < counts.unsqueeze(1), counts
