@@ -7,7 +7,9 @@ model's peak GPU memory. On a GPU every reading waits for the device's queued wo
 
 It also times FewShotRec's behaviour encoder alone, as a floor under its figures: forward and backward
 over the histories of each training batch's users (as an epoch encodes them, item vectors given), and
-forward over every user once (as an evaluation does).
+forward over every user once (as an evaluation does); and whole cells against DeepMusic's: the warm
+backbone trained once (the cells share it, as the benchmark's do), then each model fitted with the
+benchmark's epoch cap and patience, timed to the evaluation of its best valid epoch.
 
 Each model is set up by the shared pipeline (:func:`recbole_fewshot.pipeline.prepare`), then timed here
 epoch by epoch instead of fitted.
@@ -71,6 +73,36 @@ def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
     evaluation = _fastest(device, epochs,
                           lambda _: trainer.evaluate(prepared.valid_data, load_best_model=False, show_progress=False))
     return epoch, evaluation, _gpu_peak_mb(device), prepared.model, train_data
+
+
+CELL_SETTINGS = {"epochs": 30, "stopping_step": 5}  # the benchmark's (recbole_fewshot/properties/benchmark/settings.yaml)
+CELL_MODELS = {"DeepMusic": ("DeepMusic", {}), "FewShotRec-GRU": ("FewShotRec", {"behaviour_encoder": "gru"}),
+               "FewShotRec-CNN": ("FewShotRec", {"behaviour_encoder": "cnn"})}
+
+
+def time_to_best(model: str, dataset: str, config_dict: dict) -> tuple[float, float, int]:
+    """A cell's cost: seconds of its warm backbone (trained, or loaded where ``config_dict`` names a
+    ``backbone_cache_dir`` already holding it), then seconds of ``fit`` until the evaluation of its best
+    valid epoch, and that epoch."""
+    from recbole_fewshot.pipeline import prepare
+
+    prepared = prepare(model, dataset, config_dict=config_dict)
+    trainer, device = prepared.trainer, prepared.config["device"]
+    _synchronize(device)
+    start = time.perf_counter()
+    trainer.prepare_backbone(prepared.train_data)
+    _synchronize(device)
+    backbone = time.perf_counter() - start
+    evaluations = []  # (seconds since fit began, valid score) after each evaluation
+
+    def evaluated(epoch: int, score: float) -> None:
+        _synchronize(device)
+        evaluations.append((time.perf_counter() - start, score))
+
+    start = time.perf_counter()
+    trainer.fit(prepared.train_data, prepared.valid_data, saved=False, show_progress=False, callback_fn=evaluated)
+    best = max(range(len(evaluations)), key=lambda i: (evaluations[i][1], -i))
+    return backbone, evaluations[best][0], best
 
 
 def encoder_floor(model, train_data, runs: int) -> tuple[float, float]:
@@ -152,6 +184,17 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
             "encoder_epoch_s": encoder_epoch, "encoder_epoch_ratio": encoder_epoch / bpr_epoch,
             "encoder_eval_s": encoder_eval, "encoder_eval_ratio": encoder_eval / bpr_eval,
         }
+    cells = {"backbone_cache_dir": str(Path(out) / "backbones"), **CELL_SETTINGS, **(overrides or {})}
+    backbone_s = None
+    for label, (model, settings) in CELL_MODELS.items():
+        backbone, to_best, best_epoch = time_to_best(model, name, {**base, **cells, **settings})
+        backbone_s = backbone if backbone_s is None else backbone_s  # the first cell trains it, the others load it
+        figures["cells"] = {**figures.get("cells", {}), label: {"to_best_s": to_best, "best_epoch": best_epoch}}
+    figures["backbone_s"] = backbone_s
+    deepmusic = backbone_s + figures["cells"]["DeepMusic"]["to_best_s"]
+    for row in figures["cells"].values():
+        row["cell_s"] = backbone_s + row["to_best_s"]
+        row["cell_ratio"] = row["cell_s"] / deepmusic
     print(f"bench-speed on {name} ({figures['torch_threads']} torch threads; fastest of {epochs} epochs and evaluations; "
           f"device {figures['device']})")
     print(f"{'model':<16}{'s/epoch':>9}{'x BPR':>8}{'eval s':>9}{'x BPR':>8}{'onboard items/s':>17}{'peak MB':>9}"
@@ -164,4 +207,9 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
         if "encoder_epoch_s" in row:
             print(f"{label} encoder alone: {row['encoder_epoch_s']:.2f} s per epoch ({row['encoder_epoch_ratio']:.2f}x BPR's "
                   f"epoch), {row['encoder_eval_s']:.3f} s over every user ({row['encoder_eval_ratio']:.2f}x BPR's evaluation)")
+    print(f"whole cells to the best valid epoch (epochs {CELL_SETTINGS['epochs']}, patience {CELL_SETTINGS['stopping_step']}), "
+          f"the shared warm backbone included ({backbone_s:.1f} s):")
+    print(f"{'model':<16}{'best epoch':>11}{'model s':>9}{'cell s':>9}{'x DeepMusic':>13}")
+    for label, row in figures["cells"].items():
+        print(f"{label:<16}{row['best_epoch']:>11}{row['to_best_s']:>9.1f}{row['cell_s']:>9.1f}{row['cell_ratio']:>13.2f}")
     return figures
