@@ -163,6 +163,8 @@ def test_onboarding_names_support_users_it_does_not_know(trained, caplog):
     assert "['17850.0']" in caplog.text
     with pytest.raises(ValueError, match=r"users \['nobody'\] are not user_id tokens"):
         model.score_onboarded(["u1", "nobody"], model.onboard([{}], [[]]))
+    with pytest.raises(ValueError, match="support_times must give one time per support user"):
+        model.onboard([{}], [["u1", "u2"]], [[0.0]])
 
 
 def test_episode_supports_are_the_items_first_buyers_never_the_rows_user(tmp_path):

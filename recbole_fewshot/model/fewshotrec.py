@@ -331,9 +331,8 @@ class FewShotRec(WarmBackboneRecommender):
         """
         if len(features) != len(support_users):
             raise ValueError("onboard: features and support_users must have one entry per item")
-        if support_times is None:
-            support_times = [[0.0] * len(users) for users in support_users]
-        if len(support_times) != len(support_users) or any(len(t) != len(u) for t, u in zip(support_times, support_users)):
+        if support_times is not None and (len(support_times) != len(support_users) or
+                                          any(len(t) != len(u) for t, u in zip(support_times, support_users))):
             raise ValueError("onboard: support_times must give one time per support user of every item")
         device = self.item_count.device
         if self.content.has_content:
@@ -348,15 +347,17 @@ class FewShotRec(WarmBackboneRecommender):
         if unknown:
             getLogger().warning(f"onboard: support users {unknown[:5]} are not {self.USER_ID} tokens of the "
                                 "training data and are skipped (check the id format)")
-        known = [[(token_id[u], float(t)) for u, t in zip(users, times) if u in token_id][: self.max_shots]
-                 for users, times in zip(support_users, support_times)]
-        padding = [[(0, 0.0)] * (self.max_shots - len(buyers)) for buyers in known]
-        support = torch.tensor([[b for b, _ in buyers + pad] for buyers, pad in zip(known, padding)],
-                               dtype=torch.long, device=device).view(len(known), self.max_shots)
-        times = torch.tensor([[t for _, t in buyers + pad] for buyers, pad in zip(known, padding)],
-                             dtype=torch.float64, device=device).view(len(known), self.max_shots)
-        lengths = torch.tensor([len(buyers) for buyers in known], dtype=torch.long, device=device)
-        times = (times - times[:, :1]).float() * (torch.arange(self.max_shots, device=device) < lengths.unsqueeze(1))
+        kept = [[position for position, u in enumerate(users) if u in token_id][: self.max_shots] for users in support_users]
+        padded = [row + [None] * (self.max_shots - len(row)) for row in kept]
+        support = torch.tensor([[0 if p is None else token_id[users[p]] for p in row] for users, row in zip(support_users, padded)],
+                               dtype=torch.long, device=device).view(len(kept), self.max_shots)
+        lengths = torch.tensor([len(row) for row in kept], dtype=torch.long, device=device)
+        times = torch.zeros(len(kept), self.max_shots, device=device)
+        if support_times is not None:
+            bought = torch.tensor([[0.0 if p is None else float(when[p]) for p in row] for when, row in zip(support_times, padded)],
+                                  dtype=torch.float64, device=device).view(len(kept), self.max_shots)
+            within = torch.arange(self.max_shots, device=device) < lengths.unsqueeze(1)
+            times = ((bought - bought[:, :1]) * within).float()
         prior = self.content_prior(codes)
         vectors = self.cold_item_embedding(prior, content, support, lengths)
         return OnboardedItems(self.scored_item(vectors, prior, self.pace_bias(times, lengths)), support, lengths)
