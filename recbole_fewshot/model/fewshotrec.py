@@ -272,16 +272,18 @@ class FewShotRec(WarmBackboneRecommender):
         return torch.cat([self.backbone.user_embedding(users), correction, correction.new_ones(len(users), 1)], dim=-1)
 
     @staticmethod
-    def state_after(states: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
-        """Each row's state [U, width] after its first ``prefix_len`` items, from every prefix's [U, L, width]."""
-        return states[torch.arange(len(states), device=states.device), (prefix_len - 1).clamp_min(0)]
+    def state_after(states: torch.Tensor, rows: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
+        """The state [N, width] of ``states`` [U, L, width] (every prefix of U histories) at each of N
+        ``rows`` after its first ``prefix_len`` items."""
+        return states[rows, (prefix_len - 1).clamp_min(0)]
 
     def user_representation(self, users: torch.Tensor) -> torch.Tensor:
         """Users from their backbone vector and their whole training history (at most ``max_history_len``
         items); in eval mode the encoder computes only the final state (``final_state``)."""
         lengths = self.history_len[users]
         if self.training:
-            return self.corrected(users, self.state_after(self.history_states(users), lengths), lengths)
+            every = torch.arange(len(users), device=users.device)
+            return self.corrected(users, self.state_after(self.history_states(users), every, lengths), lengths)
         items = self.backbone.item_embedding.weight.clone()
         items[0] = 0  # the padding item
         return self.corrected(users, self.encoder.final_state(items, self.history[users], lengths), lengths)
@@ -299,7 +301,7 @@ class FewShotRec(WarmBackboneRecommender):
         unique, inverse = torch.unique(users, return_inverse=True)
         match = self.history[users] == items.unsqueeze(1)
         prefix_len = torch.where(match.any(dim=1), match.float().argmax(dim=1), self.history_len[users])
-        return self.corrected(users, self.state_after(self.history_states(unique)[inverse], prefix_len), prefix_len)
+        return self.corrected(users, self.state_after(self.history_states(unique), inverse, prefix_len), prefix_len)
 
     # --- RecBole interface ----------------------------------------------------------------------
     def calculate_loss(self, interaction):
