@@ -131,8 +131,9 @@ def tune(dataset: str, labels: Sequence[str], trials: int, out: str | os.PathLik
             raise RuntimeError(f"tune: every trial of {label} failed; see {folder / 'log'}")
         best = max(completed, key=lambda t: (t.value, -t.number))
         winners[label] = best.params
-        _write_winner(tuned_path(out, dataset, label), label, best, len(completed), len(study.trials), shots, seed,
-                      candidates, config.get("valid_metric", "NDCG@20"))
+        interrupted = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+        _write_winner(tuned_path(out, dataset, label), label, best, len(completed), len(study.trials) - interrupted,
+                      interrupted, shots, seed, candidates, config.get("valid_metric", "NDCG@20"))
     return winners
 
 
@@ -151,15 +152,18 @@ def _objective(trial, space, model, split_name, config, folder, run) -> float:
     return result["best_valid_score"]
 
 
-def _write_winner(path: Path, label: str, best, completed: int, total: int, shots: int, seed: int, candidates: str,
-                  metric: str) -> None:
+def _write_winner(path: Path, label: str, best, completed: int, finished: int, interrupted: int, shots: int, seed: int,
+                  candidates: str, metric: str) -> None:
+    """The winner's file: ``trials`` counts the finished trials (the budget; completed or failed),
+    ``interrupted_trials`` those a stopped run left unfinished (redrawn on resume, outside the budget)."""
     document = {
         "model": label,
         "settings": best.params,
         "valid_score": round(float(best.value), 6),
         "valid_metric": metric,
-        "trials": total,
+        "trials": finished,
         "completed_trials": completed,
+        "interrupted_trials": interrupted,
         "best_trial": best.number,
         "shots": shots,
         "seed": seed,

@@ -67,6 +67,22 @@ def test_a_study_resumes_and_draws_what_an_uninterrupted_one_would(fake_cells):
     assert calls == [], "a finished study runs nothing"
 
 
+def test_a_trial_a_stopped_run_left_unfinished_is_redrawn_and_kept_out_of_the_budget(fake_cells):
+    import optuna
+
+    calls, root = fake_cells
+    common = dict(shots=0, data_path=str(root / "source"), split_options={"max_shots": 3})
+    tuning.tune("planted", ["BPR"], 2, root / "tuned", **common)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(root / "tuned" / "planted" / "journal.log")))
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    study.ask()  # a trial left running, as by a process killed mid-trial
+    calls.clear()
+    tuning.tune("planted", ["BPR"], 3, root / "tuned", **common)
+    assert len(calls) == 1, "one trial more reaches the budget of three finished ones"
+    written = yaml.safe_load(tuning.tuned_path(root / "tuned", "planted", "BPR").read_text())
+    assert written["trials"] == 3 and written["completed_trials"] == 3 and written["interrupted_trials"] == 1
+
+
 @pytest.mark.parametrize("entry, message", [
     (["uniform", 0, 1], "must be a list starting with one of"),
     (["log", 0.0, 1.0], "needs low > 0"),
