@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+
+from recbole_fewshot.benchmark.cells import BENCHMARK_CONFIG_DIR
 
 
 def _peak_mb() -> float:
@@ -75,7 +78,6 @@ def _time_model(model: str, dataset: str, config_dict: dict, epochs: int):
     return epoch, evaluation, _gpu_peak_mb(device), prepared.model, train_data
 
 
-CELL_SETTINGS = {"epochs": 30, "stopping_step": 5}  # the benchmark's (recbole_fewshot/properties/benchmark/settings.yaml)
 CELL_MODELS = {"DeepMusic": ("DeepMusic", {}), "FewShotRec-GRU": ("FewShotRec", {"behaviour_encoder": "gru"}),
                "FewShotRec-CNN": ("FewShotRec", {"behaviour_encoder": "cnn"})}
 
@@ -184,13 +186,15 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
             "encoder_epoch_s": encoder_epoch, "encoder_epoch_ratio": encoder_epoch / bpr_epoch,
             "encoder_eval_s": encoder_eval, "encoder_eval_ratio": encoder_eval / bpr_eval,
         }
-    cells = {"backbone_cache_dir": str(Path(out) / "backbones"), **CELL_SETTINGS, **(overrides or {})}
-    backbone_s = None
+    benchmark = yaml.safe_load((BENCHMARK_CONFIG_DIR / "settings.yaml").read_text(encoding="utf-8"))
+    schedule = {key: benchmark[key] for key in ("epochs", "stopping_step")}
+    cells = {"backbone_cache_dir": str(Path(out) / "backbones"), **schedule, **(overrides or {})}
+    figures["cells"], backbones = {}, []
     for label, (model, settings) in CELL_MODELS.items():
         backbone, to_best, best_epoch = time_to_best(model, name, {**base, **cells, **settings})
-        backbone_s = backbone if backbone_s is None else backbone_s  # the first cell trains it, the others load it
-        figures["cells"] = {**figures.get("cells", {}), label: {"to_best_s": to_best, "best_epoch": best_epoch}}
-    figures["backbone_s"] = backbone_s
+        backbones.append(backbone)
+        figures["cells"][label] = {"to_best_s": to_best, "best_epoch": best_epoch}
+    backbone_s = figures["backbone_s"] = backbones[0]  # the first cell trains it, the others load it
     deepmusic = backbone_s + figures["cells"]["DeepMusic"]["to_best_s"]
     for row in figures["cells"].values():
         row["cell_s"] = backbone_s + row["to_best_s"]
@@ -207,7 +211,7 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
         if "encoder_epoch_s" in row:
             print(f"{label} encoder alone: {row['encoder_epoch_s']:.2f} s per epoch ({row['encoder_epoch_ratio']:.2f}x BPR's "
                   f"epoch), {row['encoder_eval_s']:.3f} s over every user ({row['encoder_eval_ratio']:.2f}x BPR's evaluation)")
-    print(f"whole cells to the best valid epoch (epochs {CELL_SETTINGS['epochs']}, patience {CELL_SETTINGS['stopping_step']}), "
+    print(f"whole cells to the best valid epoch (epochs {cells['epochs']}, patience {cells['stopping_step']}), "
           f"the shared warm backbone included ({backbone_s:.1f} s):")
     print(f"{'model':<16}{'best epoch':>11}{'model s':>9}{'cell s':>9}{'x DeepMusic':>13}")
     for label, row in figures["cells"].items():

@@ -163,7 +163,7 @@ class FewShotRec(WarmBackboneRecommender):
         residual = (items - self.content_prior(self.codes[warm])) @ mean_user
         for size in range(2, self.max_shots + 1):
             lengths = torch.full((len(warm),), size, dtype=torch.long, device=warm.device)
-            pace = torch.log1p(self.mean_gap(self.support_times[warm], lengths) / self.pace_scale)
+            pace = self.log_pace(self.support_times[warm], lengths)
             pace = pace - pace.mean()
             spread = pace.pow(2).mean()
             if spread > 0:
@@ -186,7 +186,7 @@ class FewShotRec(WarmBackboneRecommender):
             rows = self.item_count >= size
             if rows.any():
                 lengths = torch.full((int(rows.sum()),), size, dtype=torch.long)
-                self.pace_mean[size] = torch.log1p(self.mean_gap(self.support_times[rows], lengths) / self.pace_scale).mean()
+                self.pace_mean[size] = self.log_pace(self.support_times[rows], lengths).mean()
 
     @staticmethod
     def mean_gap(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -197,10 +197,14 @@ class FewShotRec(WarmBackboneRecommender):
         last = times.gather(1, (lengths - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
         return (last - times[:, 0]) / (lengths - 1).clamp_min(1)
 
+    def log_pace(self, times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``log(1 + gap / typical gap)`` [N] of items whose ``lengths`` first buyers bought at ``times`` [N, S]."""
+        return torch.log1p(self.mean_gap(times, lengths) / self.pace_scale)
+
     def pace_bias(self, times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """A score [N] for how fast an item's first buyers came: a learned weight per support size times the
         log of the mean gap between them (over the typical gap, centred on that size's mean); 0 below two buyers."""
-        pace = torch.log1p(self.mean_gap(times, lengths) / self.pace_scale) - self.pace_mean[lengths]
+        pace = self.log_pace(times, lengths) - self.pace_mean[lengths]
         return torch.where(lengths >= 2, self.pace_weight[lengths] * pace, torch.zeros_like(pace))
 
     # --- items ----------------------------------------------------------------------------------
