@@ -118,7 +118,8 @@ class WarmBackboneRecommender(ColdStartRecommender):
 
     ``WarmBackboneTrainer`` trains the backbone first (or loads it), records ``backbone_best_epoch`` and
     ``backbone_holdout_ndcg`` on the model, and freezes it unless ``fine_tunes_backbone``. The model creates
-    ``backbone`` in its ``__init__``, where its parameters' initialisation order puts it.
+    ``backbone`` in its ``__init__`` (``build_backbone_and_content`` where it comes first), where its parameters'
+    initialisation order puts it.
     """
 
     trainer_class = WarmBackboneTrainer
@@ -128,6 +129,11 @@ class WarmBackboneRecommender(ColdStartRecommender):
     backbone_holdout_ndcg: float | None = None
     STANDARDISE_CLIP: tuple[float | None, float | None] = (None, None)  # users', items' clip of standardised_backbone
     CACHED = ("_standardised_backbone",)
+
+    def build_backbone_and_content(self, dataset, config) -> None:
+        """Create ``backbone`` and then ``content`` (the order their parameters are initialised in)."""
+        self.backbone = BPRBackbone(self.n_users, self.n_items, self.embedding_size)
+        self.content = self.build_content_encoder(dataset, config)
 
     def user_representation(self, users: torch.Tensor) -> torch.Tensor:
         """The backbone's user vectors."""

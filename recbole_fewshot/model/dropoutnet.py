@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
-from recbole_fewshot.nn.backbone import BPRBackbone, truncated_normal_init
+from recbole_fewshot.nn.backbone import truncated_normal_init
 
 
 def tower(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
@@ -67,8 +67,7 @@ class DropoutNet(WarmBackboneRecommender):
 
         self.register_buffer("item_ptr", self.train_interactions.item_ptr, persistent=False)
         self.register_buffer("item_users", self.train_interactions.item_users, persistent=False)
-        self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self.content = self.build_content_encoder(dataset, config)
+        self.build_backbone_and_content(dataset, config)
         hidden, out = list(config["mlp_hidden_size"]), config["output_size"]
         self.user_tower = tower(d, hidden, out)
         self.item_tower = tower(2 * d, hidden, out)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
-from recbole_fewshot.nn.backbone import BPRBackbone, truncated_normal_init
+from recbole_fewshot.nn.backbone import truncated_normal_init
 
 
 class MixtureOfExperts(nn.Module):
@@ -80,8 +80,7 @@ class Heater(WarmBackboneRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         d = self.embedding_size
-        self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self.content = self.build_content_encoder(dataset, config)
+        self.build_backbone_and_content(dataset, config)
         self.experts = MixtureOfExperts(d, list(config["expert_hidden_size"]), d, config["n_experts"])
         self.user_layers = top_layers(d, config["output_size"])
         self.item_layers = top_layers(d, config["output_size"])

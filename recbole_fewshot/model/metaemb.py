@@ -46,7 +46,6 @@ from recbole.model.init import xavier_normal_initialization
 from torch import nn
 
 from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
-from recbole_fewshot.nn.backbone import BPRBackbone
 
 
 class MetaEmb(WarmBackboneRecommender):
@@ -59,8 +58,7 @@ class MetaEmb(WarmBackboneRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         d = self.embedding_size
-        self.backbone = BPRBackbone(self.n_users, self.n_items, d)
-        self.content = self.build_content_encoder(dataset, config)
+        self.build_backbone_and_content(dataset, config)
         self.generator = nn.Linear(d, d)
 
         first, first_len = self.train_interactions.support_matrix(self.warmup_shots)
