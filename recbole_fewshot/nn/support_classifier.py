@@ -114,8 +114,10 @@ class UserTaskClassifier(ColdStartRecommender):
         for _ in range(RESAMPLING_ROUNDS):
             if not bad.any():
                 break
-            items = items.masked_scatter(bad, torch.multinomial(self.pool_weight, int(bad.sum()), replacement=True))
-            bad = self.has_seen(users.unsqueeze(1), items)
+            redrawn = torch.multinomial(self.pool_weight, int(bad.sum()), replacement=True)
+            items = items.masked_scatter(bad, redrawn)
+            # only the redrawn entries are checked again (masked_scatter fills them in row-major order)
+            bad = bad.masked_scatter(bad, self.has_seen(users[bad.nonzero(as_tuple=True)[0]], redrawn))
         return items, ~bad
 
     def representatives(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
