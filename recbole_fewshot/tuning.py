@@ -15,7 +15,9 @@ settings; its objective is the best valid score (``valid_metric``, NDCG@20 by de
 never evaluated during tuning. Trials are kept in an optuna journal (``<out>/<dataset>/journal.log``), so
 an interrupted study resumes where it stopped; trial ``i`` is sampled by a TPE sampler seeded with
 ``seed + i`` from the trials before it, so a resumed study draws what an uninterrupted one would. The
-winner is written to ``<out>/<dataset>/<label>.yaml``, which ``benchmark --tuned <out>`` reads.
+shipped defaults run once more, in a study of their own (outside the budget and unseen by the sampler), so
+a winner is never worse on valid than the defaults. The winner is written to
+``<out>/<dataset>/<label>.yaml``, which ``benchmark --tuned <out>`` reads (empty settings: the defaults won).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import yaml
 
 SPACE_KINDS = ("log", "float", "int", "choice")
+DEFAULTS_STUDY = "shipped-defaults"  # suffix of the study name of a label's one run of its shipped defaults
 
 
 class SearchSpaceError(ValueError):
@@ -119,30 +122,38 @@ def tune(dataset: str, labels: Sequence[str], trials: int, out: str | os.PathLik
         cell = Cell(label, shots, seed)
         model, config = cell_config(cell, split_name, folder / "splits", candidates, dict(overrides or {}), folder)
         study_name = f"{label}|k{shots}|s{seed}|{candidates}|{split_name}"
-        done = _finished_trials(optuna, storage, study_name)
-        for number in range(done, trials):
+        for number in range(len(_finished_trials(optuna, storage, study_name)), trials):
             study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
                                         sampler=optuna.samplers.TPESampler(seed=seed + number, n_startup_trials=max(3, trials // 3)))
             study.optimize(lambda trial: _objective(trial, space, model, split_name, config, folder, run_in_child),
                            n_trials=1, catch=(RuntimeError,))
+        defaults_name = f"{study_name}|{DEFAULTS_STUDY}"
+        if not _finished_trials(optuna, storage, defaults_name):
+            defaults = optuna.create_study(study_name=defaults_name, storage=storage, direction="maximize", load_if_exists=True)
+            defaults.optimize(lambda trial: _objective(trial, {}, model, split_name, config, folder, run_in_child),
+                              n_trials=1, catch=(RuntimeError,))
         study = optuna.load_study(study_name=study_name, storage=storage)
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not completed:
+        defaults = [t for t in _finished_trials(optuna, storage, defaults_name) if t.state == optuna.trial.TrialState.COMPLETE]
+        if not completed + defaults:
             raise RuntimeError(f"tune: every trial of {label} failed; see {folder / 'log'}")
-        best = max(completed, key=lambda t: (t.value, -t.number))
-        winners[label] = best.params
+        best = max(completed, key=lambda t: (t.value, -t.number)) if completed else None
+        defaults_won = bool(defaults) and (best is None or defaults[0].value > best.value)
+        winners[label] = {} if defaults_won else best.params
         interrupted = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
-        _write_winner(tuned_path(out, dataset, label), label, best, len(completed), len(study.trials) - interrupted,
+        _write_winner(tuned_path(out, dataset, label), label, defaults[0] if defaults_won else best, defaults_won,
+                      defaults[0].value if defaults else None, len(completed), len(study.trials) - interrupted,
                       interrupted, shots, seed, candidates, config.get("valid_metric", "NDCG@20"))
     return winners
 
 
-def _finished_trials(optuna, storage, study_name: str) -> int:
+def _finished_trials(optuna, storage, study_name: str) -> list:
+    """The completed or failed trials of a study (none where it does not exist yet)."""
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        return 0
-    return sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in study.trials)
+        return []
+    return [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
 
 
 def _objective(trial, space, model, split_name, config, folder, run) -> float:
@@ -152,19 +163,21 @@ def _objective(trial, space, model, split_name, config, folder, run) -> float:
     return result["best_valid_score"]
 
 
-def _write_winner(path: Path, label: str, best, completed: int, finished: int, interrupted: int, shots: int, seed: int,
-                  candidates: str, metric: str) -> None:
-    """The winner's file: ``trials`` counts the finished trials (the budget; completed or failed),
-    ``interrupted_trials`` those a stopped run left unfinished (redrawn on resume, outside the budget)."""
+def _write_winner(path: Path, label: str, best, defaults_won: bool, defaults_score: float | None, completed: int,
+                  finished: int, interrupted: int, shots: int, seed: int, candidates: str, metric: str) -> None:
+    """The winner's file: ``trials`` counts the finished sampled trials (the budget; completed or failed),
+    ``interrupted_trials`` those a stopped run left unfinished (redrawn on resume, outside the budget),
+    ``defaults_valid_score`` the shipped defaults' run; where they won, ``settings`` is empty."""
     document = {
         "model": label,
-        "settings": best.params,
+        "settings": {} if defaults_won else best.params,
         "valid_score": round(float(best.value), 6),
         "valid_metric": metric,
         "trials": finished,
         "completed_trials": completed,
         "interrupted_trials": interrupted,
-        "best_trial": best.number,
+        "defaults_valid_score": None if defaults_score is None else round(float(defaults_score), 6),
+        "best_trial": "shipped defaults" if defaults_won else best.number,
         "shots": shots,
         "seed": seed,
         "candidates": candidates,

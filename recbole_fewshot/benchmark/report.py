@@ -66,7 +66,8 @@ def write_markdown(rows: list[dict], path: Path, command: str, split_stats: dict
         lines += ["## Failed cells", ""] + [f"- {r['model']} K={r['shots']} seed={r['seed']}: {r.get('error')}" for r in failed] + [""]
     if tuned:
         lines += ["## Tuned settings (chosen on valid)", ""]
-        lines += [f"- {model}: " + ", ".join(f"{key}: {_setting(value)}" for key, value in sorted(settings.items()))
+        lines += [f"- {model}: " + (", ".join(f"{key}: {_setting(value)}" for key, value in sorted(settings.items()))
+                                    or "its shipped defaults")
                   for model, settings in sorted(tuned.items())] + [""]
     timing = _timing_lines(rows)
     if timing:

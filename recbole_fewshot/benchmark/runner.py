@@ -151,7 +151,7 @@ def benchmark(dataset: str, models: Sequence[str], shots: Sequence[int], seeds: 
         split_name, manifest = materialize(source, spec, out / "splits")
         split_stats.setdefault(cell.shots, manifest["stats"])
         winner = read_tuned(tuned, dataset, cell.model) if tuned else None
-        if winner:
+        if winner is not None:
             tuned_settings[cell.model] = winner
         model, config = cell_config(cell, split_name, out / "splits", candidates, base, out, winner)
         key = (dataset, cell.model, str(cell.shots), str(cell.seed), candidates, params_hash(model, split_name, config))
