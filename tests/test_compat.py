@@ -37,14 +37,14 @@ from torch.utils.data.distributed import DistributedSampler
 
 from conftest import build_pipeline, build_trainer, free_port
 from recbole_fewshot import compat
-from recbole_fewshot.data.dataloader import NewItemFullSortEvalDataLoader
+from recbole_fewshot.data.dataloader import IdOnlyTrainDataLoader, NewItemFullSortEvalDataLoader
 from recbole_fewshot.data.split import read_manifest, summary_lines
 
 EXPECTED_PATCHES = {
     "unknown_model_error", "plugin_model_defaults", "fewshot_config", "safe_checkpoint_load:evaluate",
     "safe_checkpoint_load:resume", "safe_checkpoint_load:quick_start", "scipy_dok_update",
     "config_unpickle",
-    "new_item_candidates", "training_popularity_only", "training_popularity_only:repeatable",
+    "plugin_dataloaders", "training_popularity_only", "training_popularity_only:repeatable",
     "collector_non_tensor_data", "ensure_dir_race", "ddp_backend", "ddp_cpu_module", "ddp_shared_checkpoint",
     "ddp_exact_metrics:sampler", "ddp_exact_metrics:gather", "ddp_exact_metrics:reduce",
 }
@@ -57,7 +57,7 @@ OWNERS = {
     "safe_checkpoint_load:resume": ([Trainer], "resume_checkpoint"),
     "safe_checkpoint_load:quick_start": ([recbole.quick_start.quick_start, recbole.quick_start],
                                          "load_data_and_model"),
-    "new_item_candidates": ([recbole.data.utils, recbole.data], "get_dataloader"),
+    "plugin_dataloaders": ([recbole.data.utils, recbole.data], "get_dataloader"),
     "training_popularity_only": ([recbole.sampler.sampler.Sampler], "_get_candidates_list"),
     "training_popularity_only:repeatable": ([recbole.sampler.sampler.RepeatableSampler], "_get_candidates_list"),
     "collector_non_tensor_data": ([recbole.evaluator.collector.Collector], "get_data_struct"),
@@ -307,7 +307,7 @@ def test_lightgcn_builds_its_normalised_adjacency(planted_k2, in_tmp):
     assert int((adjacency[:n_users, n_users:] > 0).sum()) == len(set(zip(interactions.row, interactions.col)))
 
 
-# --- new_item_candidates -------------------------------------------------------------------------
+# --- plugin_dataloaders -------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("in_tmp")
 def test_dataloader_classes_on_a_split(planted_k2):
@@ -324,6 +324,36 @@ def test_dataloader_classes_on_a_split(planted_k2):
     config_all = Config(model="BPR", dataset=name,
                         config_dict={"data_path": str(data_path), "fewshot_candidates": "all"})
     assert get_dataloader(config_all, "test") is FullSortEvalDataLoader
+
+
+@pytest.mark.parametrize("model", ["DeepMusic", "ContentProfile"])  # pairwise, pointwise
+def test_a_content_model_trains_on_recbole_batches_less_the_feature_columns(planted_k2, in_tmp, model):
+    from recbole.utils import init_seed
+
+    name, data_path = planted_k2
+    config, data, train_data, _, _ = build_pipeline(model, name, data_path, in_tmp)
+    assert type(train_data) is IdOnlyTrainDataLoader, "the plugin's content models read content from their own tables"
+    dataset, sampler = train_data._dataset, train_data._sampler
+    batches = []
+    for loader in (TrainDataLoader, IdOnlyTrainDataLoader):
+        init_seed(config["seed"], config["reproducibility"])
+        batches.append(list(loader(config, dataset, sampler, shuffle=False)))
+    features = set(dataset.item_feat.columns) - {dataset.iid_field}
+    assert features, "the planted items have features to leave out"
+    for full, lean in zip(*batches, strict=True):
+        assert features <= set(full.columns) and not features & set(lean.columns)
+        assert set(lean.columns) < set(full.columns)
+        for column in lean.columns:
+            assert torch.equal(lean[column], full[column]), column
+
+
+@pytest.mark.usefixtures("in_tmp")
+def test_a_model_without_its_own_content_tables_keeps_recbole_batches(planted_k2):
+    from recbole.config import Config
+
+    name, data_path = planted_k2
+    config = Config(model="BPR", dataset=name, config_dict={"data_path": str(data_path)})
+    assert recbole.data.utils.get_dataloader(config, "train") is TrainDataLoader
 
 
 @pytest.mark.usefixtures("in_tmp")

@@ -205,7 +205,7 @@ def installed_patches() -> dict:
         "safe_checkpoint_load:evaluate": Trainer.evaluate,
         "safe_checkpoint_load:resume": Trainer.resume_checkpoint,
         "safe_checkpoint_load:quick_start": recbole.quick_start.quick_start.load_data_and_model,
-        "new_item_candidates": recbole.data.utils.get_dataloader,
+        "plugin_dataloaders": recbole.data.utils.get_dataloader,
         "training_popularity_only": recbole.sampler.sampler.Sampler._get_candidates_list,
         "training_popularity_only:repeatable": recbole.sampler.sampler.RepeatableSampler._get_candidates_list,
         "collector_non_tensor_data": recbole.evaluator.collector.Collector.get_data_struct,

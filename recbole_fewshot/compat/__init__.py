@@ -1,7 +1,7 @@
 """Every patch the plugin applies to RecBole 1.2.1 (and one to SciPy), by kind:
 
 - :mod:`~recbole_fewshot.compat.hooks`, the plugin's own hooks: ``unknown_model_error``,
-  ``plugin_model_defaults``, ``fewshot_config``, ``new_item_candidates``, ``training_popularity_only``;
+  ``plugin_model_defaults``, ``fewshot_config``, ``plugin_dataloaders``, ``training_popularity_only``;
 - :mod:`~recbole_fewshot.compat.upstream`, fixes of RecBole bugs and of its breakage under newer torch
   and SciPy: ``safe_checkpoint_load``, ``scipy_dok_update``, ``config_unpickle``,
   ``collector_non_tensor_data``, ``ensure_dir_race``;
@@ -33,7 +33,7 @@ PATCHES: tuple[Callable[[], None], ...] = (  # in the order they are applied
     upstream.safe_checkpoint_load,
     upstream.scipy_dok_update,
     upstream.config_unpickle,
-    hooks.new_item_candidates,
+    hooks.plugin_dataloaders,
     upstream.collector_non_tensor_data,
     hooks.training_popularity_only,
     upstream.ensure_dir_race,

@@ -1,5 +1,5 @@
 """The plugin's own hooks into RecBole: plugin models and their defaults, the few-shot split's settings,
-candidates and popularity."""
+data loaders and popularity."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import recbole.quick_start.quick_start
 import recbole.sampler.sampler
 import recbole.utils
 import recbole.utils.utils
-from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader
+from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader, TrainDataLoader
 
 from recbole_fewshot import registry
 from recbole_fewshot.compat._patching import replace
-from recbole_fewshot.data.dataloader import NewItemFullSortEvalDataLoader
+from recbole_fewshot.data.dataloader import IdOnlyTrainDataLoader, NewItemFullSortEvalDataLoader
 from recbole_fewshot.data.fewshot_config import apply_fewshot_settings
 from recbole_fewshot.data.split import read_manifest, summary_lines
 
@@ -87,18 +87,26 @@ def _make_set_default_parameters(original: Callable) -> Callable:
     return _set_default_parameters
 
 
-# --- new_item_candidates -------------------------------------------------------------------------
-def new_item_candidates() -> None:
+# --- plugin_dataloaders --------------------------------------------------------------------------
+def plugin_dataloaders() -> None:
     """recbole/data/utils.py get_dataloader returns FullSortEvalDataLoader for full-sort valid/test; on a
     few-shot split with `fewshot_candidates: new` the evaluation ranks only the phase's new items.
-    The training-phase call also logs the split summary (the logger is ready by then).
+    For training it returns TrainDataLoader, whose `collate_fn` joins every user and item feature into each
+    batch and its negatives (`self._dataset[index]`, `_neg_sample_by_pair_wise_sampling`); a plugin model
+    that reads content from its own tables (`READS_BATCH_FEATURES = False`) gets IdOnlyTrainDataLoader,
+    the same batches without the copies. The training-phase call also logs the split summary (the logger
+    is ready by then).
     """
-    replace("new_item_candidates", [recbole.data.utils, recbole.data], "get_dataloader", _make_get_dataloader)
+    replace("plugin_dataloaders", [recbole.data.utils, recbole.data], "get_dataloader", _make_get_dataloader)
 
 
 def _make_get_dataloader(original: Callable) -> Callable:
     def get_dataloader(config, phase):
         loader = original(config, phase)
+        if phase == "train" and loader is TrainDataLoader:
+            model = registry.plugin_models().get(config["model"])
+            if model is not None and not getattr(model, "READS_BATCH_FEATURES", True):
+                loader = IdOnlyTrainDataLoader
         if not config["fewshot_manifest"]:
             return loader
         if phase == "train":

@@ -44,6 +44,7 @@ class ColdStartRecommender(DerivedCaches, GeneralRecommender):
     trainer_class: type[Trainer] = Trainer
     NO_CONTENT_EFFECT = "every zero-shot item gets the same vector"  # completes the no-content warning
     REQUIRES_WARM_ITEMS = False  # True: a ValueError when no item is warm (the model learns from warm items only)
+    READS_BATCH_FEATURES = False  # content comes from the model's own tables: training batches carry ids only
     SETTINGS: tuple[str, ...] = ()
     CACHED = ("_score_tables",)
 
