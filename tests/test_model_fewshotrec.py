@@ -94,9 +94,10 @@ def test_the_support_update_is_the_gaussian_posterior_mean(tmp_path):
 
 
 def test_the_user_correction_reads_only_what_buyers_say_beyond_the_content(tmp_path):
-    """score = b_u . v + c_u . (v - prior): an item without buyers is scored by the backbone user alone
-    (at K = 0 the model is the ContentRidge floor, whatever the correction learned); an item with buyers
-    is moved by the correction through its departure from the content map."""
+    """score = b_u . v + c_u . (v - prior) + affinity: an item without buyers is scored by the backbone user
+    and the token affinity alone (at K = 0 the model is the ContentRidge floor plus the affinity, whatever the
+    correction learned); an item with buyers is moved by the correction through its departure from the
+    content map."""
     model, *_ = build(tmp_path, shots=0)
     model.eval()
     torch.manual_seed(0)
@@ -112,7 +113,8 @@ def test_the_user_correction_reads_only_what_buyers_say_beyond_the_content(tmp_p
         corrected = model.score_tables()[0][users]
     d = model.embedding_size
     assert corrected[:, d:].abs().sum() > 0, "the correction is not zero"
-    assert torch.allclose(scores[:, new], model.backbone.user_embedding(users) @ prior.T, atol=1e-5)
+    affinity = model.affinity_weight[0] * model.profiles.profiles(users) @ model.profiles.item_vectors[new].T
+    assert torch.allclose(scores[:, new], model.backbone.user_embedding(users) @ prior.T + affinity, atol=1e-5)
     warm = torch.nonzero(model.item_count > model.max_shots).squeeze(1)
     backbone_only = model.backbone.user_embedding(users) @ model.backbone.item_embedding(warm).T
     assert not torch.allclose(scores[:, warm], backbone_only, atol=1e-3), "warm items: the correction reads their residual"
@@ -146,6 +148,7 @@ def test_onboarding_matches_full_sort_for_an_item_of_the_catalogue(trained):
     buyers = [train.field2id_token["user_id"][u] for u in model.support[item, :length].tolist()]
     with torch.no_grad():
         model.pace_weight.fill_(-0.5)  # the pace counts, as after training
+        model.affinity_weight.fill_(0.7)  # and so does the token affinity
     model.train(), model.eval()  # drop the cached tables
     times = (model.support_times[item, :length].double() + 1.7e9).tolist()  # any origin: only gaps count
     onboarded = model.onboard([row], [buyers], [times])
@@ -154,6 +157,18 @@ def test_onboarding_matches_full_sort_for_an_item_of_the_catalogue(trained):
     ids = torch.tensor([int(train.token2id("user_id", u)) for u in users])
     full_sort = model.full_sort_predict(Interaction({"user_id": ids})).view(len(users), -1)[:, item]
     assert torch.allclose(model.score_onboarded(users, onboarded)[:, 0], full_sort, atol=1e-5)
+
+
+def test_the_affinity_weights_are_their_fit_never_below_zero(tmp_path, monkeypatch):
+    model, *_ = build(tmp_path, shots=3)
+    assert model.profiles.width > 0 and (model.affinity_weight > 0.5).all(), \
+        "a planted user buys mostly items of their group's tags: every fitted weight is above 0"
+    assert "affinity_weight" not in dict(model.named_parameters()), "the episodes do not move them"
+    from recbole_fewshot.model import fewshotrec
+
+    monkeypatch.setattr(fewshotrec, "fit_logistic_weight", lambda margin, gain: -1.0)
+    model.fit_affinity_weight()
+    assert torch.equal(model.affinity_weight, torch.zeros_like(model.affinity_weight))
 
 
 def test_onboarding_names_support_users_it_does_not_know(trained, caplog):

@@ -6,7 +6,7 @@ Users and items live in the space of the warm BPR backbone the peers share (trai
 
 * A user is ``[b_u, c_u, 1]``: the backbone vector and a correction a behaviour encoder (``gru`` or
   ``cnn``) reads from the history's item vectors; the correction starts at zero and reads only what an
-  item's buyers say beyond its content map ``mu``: ``score = b_u . v + c_u . (v - mu) + pace``.
+  item's buyers say beyond its content map ``mu``: ``score = b_u . v + c_u . (v - mu) + pace + affinity``.
 * A new item's prior ``mu`` is a ridge map of its content codes onto the warm items' vectors, solved
   in closed form (at K = 0 the ``ContentRidge`` floor). Each support buyer ``s`` is evidence that
   ``u_s . v`` is high (``y_s``, an affine map of the buyer's mean backbone score), and ``v`` is the
@@ -15,6 +15,9 @@ Users and items live in the space of the warm BPR backbone the peers share (trai
 * ``pace = w_K log(1 + gap / typical gap)``: how fast the first buyers came (``gap`` the mean time between
   consecutive ones), ``w_K`` learned per support size K >= 2, starting at its least-squares fit on the
   warm items.
+* ``affinity = a_K cos(p_u, t_i)``: how much of the user's past purchases share the item's rarer tokens
+  (tf-idf over the tokens on two or more items, ``nn/affinity.py``), ``a_K`` per support size fixed at
+  its logistic fit on warm items made to look new, never below 0.
 
 Training is by episodes: each row's positive and negative are made to look new, reading their first
 K' ~ U{0..max_shots} training buyers (never the row's user), as a new item has its first buyers at
@@ -40,12 +43,14 @@ from recbole.model.init import xavier_normal_initialization
 from torch import nn
 
 from recbole_fewshot.model.abstract_recommender import WarmBackboneRecommender
+from recbole_fewshot.nn.affinity import TokenProfiles, fit_logistic_weight
 from recbole_fewshot.nn.backbone import BPRBackbone
 from recbole_fewshot.nn.behaviour import CNNBehaviourEncoder, GRUBehaviourEncoder
 from recbole_fewshot.nn.floors import ridge_map, with_bias
 from recbole_fewshot.nn.interactions import support_mask
 from recbole_fewshot.trainer import FewShotRecTrainer
 
+AFFINITY_FIT_ROWS = 20000  # training interactions the affinity weights are fitted on
 CHOICES = {"behaviour_encoder": ("gru", "cnn")}
 # setting: (whole numbers only, lowest, highest, whether the highest is allowed); None: no bound
 RANGES = {"embedding_size": (True, 1, None, True), "max_history_len": (True, 1, None, True),
@@ -81,11 +86,13 @@ def check_settings(config) -> None:
 
 
 class OnboardedItems(NamedTuple):
-    """Items added after training: their served vectors [N, 2d + 1] and support users [N, max_shots] (ids, 0-padded)."""
+    """Items added after training: their served vectors [N, 2d + 1], support users [N, max_shots] (ids, 0-padded)
+    and token vectors [N, W] times their affinity weight (``token_affinity``)."""
 
     embedding: torch.Tensor
     support: torch.Tensor
     support_len: torch.Tensor
+    token_affinity: torch.Tensor
 
 
 class FewShotRec(WarmBackboneRecommender):
@@ -102,6 +109,7 @@ class FewShotRec(WarmBackboneRecommender):
         d = self.embedding_size
         self.fine_tunes_backbone = not config["freeze_backbone"]  # read by the trainer once the backbone is trained
         self.ridge_lambda = float(config["ridge_lambda"])
+        self.fit_seed = int(config["seed"] or 0)
         self.field2token_id = dataset.field2token_id
         for name in ("history", "history_len", "item_ptr", "item_users", "item_times"):
             self.register_buffer(name, getattr(self.train_interactions, name), persistent=False)
@@ -132,6 +140,9 @@ class FewShotRec(WarmBackboneRecommender):
         for layer in (self.correction, self.trust):  # training starts from the transfer
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.profiles = TokenProfiles(dataset, self.content)
+        self.register_buffer("affinity_weight", torch.zeros(self.max_shots + 1))  # per support size; fit_affinity_weight
+        self.register_buffer("cold_items", torch.nonzero(self.item_count <= self.max_shots).view(-1), persistent=False)
 
     # --- transfer -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -150,6 +161,47 @@ class FewShotRec(WarmBackboneRecommender):
         known = torch.bincount(self.item_users, minlength=self.n_users) > 0
         self.user_scale.copy_(users[known].pow(2).sum(1).mean().clamp_min(1e-6))
         self.fit_pace_weight(users[known].mean(0))
+        self.fit_affinity_weight()
+
+    @torch.no_grad()
+    def fit_affinity_weight(self) -> None:
+        """Set each support size's affinity weight to the logistic fit, on up to ``AFFINITY_FIT_ROWS`` training
+        interactions of warm items made to look new (their first K buyers, never the row's user; a random warm
+        item against each), of how much the affinity adds to the model's score at transfer:
+        ``max_a sum log sigmoid(s_pos - s_neg + a (affinity_pos - affinity_neg))``, the user's profile without
+        the row's item; none below 0: sharing an item's tokens is evidence of interest (a negative fit says more
+        about the popular warm items the fit is drawn from than about taste). The weights stay as fitted."""
+        warm = self.warm_items
+        if not self.profiles.width or len(warm) < 2:
+            return
+        owners = torch.repeat_interleave(torch.arange(self.n_items, device=warm.device), self.item_count)
+        rows = torch.nonzero(self.item_count[owners] > self.max_shots).view(-1)
+        generator = torch.Generator().manual_seed(self.fit_seed)
+        rows = rows[torch.randperm(len(rows), generator=generator)[:AFFINITY_FIT_ROWS].to(rows.device)]
+        users, positives = self.item_users[rows], owners[rows]
+        negatives = warm[torch.randint(len(warm), (len(rows),), generator=generator).to(warm.device)]
+        keep = negatives != positives
+        users, positives, negatives = users[keep], positives[keep], negatives[keep]
+        user_e = self.corrected(users, users.new_zeros(len(users), self.encoder.width, dtype=torch.float),
+                                users.new_zeros(len(users)))
+        gain = (self.profiles.affinity(users, positives, left_out=positives)
+                - self.profiles.affinity(users, negatives, left_out=positives))
+        fits = []
+        for size in range(self.max_shots + 1):
+            shots = torch.full_like(users, size)
+            margin = self._row_score(user_e, positives, users, shots) - self._row_score(user_e, negatives, users, shots)
+            fits.append(fit_logistic_weight(margin, gain))
+        self.affinity_weight.copy_(torch.tensor(fits).clamp_min(0.0))
+        getLogger().info(f"token affinity: weights for K = 0..{self.max_shots} fitted at "
+                         + " ".join(f"{w:.3g}" for w in fits) + " (0 where below)")
+
+    def _row_score(self, user_e: torch.Tensor, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+        """Scores [N] of ``items`` made to look new with their first ``shots`` buyers (never ``users``), without
+        the affinity."""
+        support, support_len, times = self.sample_support(items, users, shots)
+        prior = self.content_prior(self.codes[items])
+        vectors = self.cold_item_embedding(prior, self.content(items), support, support_len)
+        return (user_e * self.scored_item(vectors, prior, self.pace_bias(times, support_len))).sum(-1)
 
     @torch.no_grad()
     def fit_pace_weight(self, mean_user: torch.Tensor) -> None:
@@ -247,7 +299,7 @@ class FewShotRec(WarmBackboneRecommender):
     def training_moves_new_items(self) -> bool:
         """Whether the episodes can change a new item's score: not when the backbone stays frozen and no
         cold item has a buyer (a K = 0 split), as every new item is then its content map, scored by the
-        backbone user alone (``scored_item``)."""
+        backbone user alone (``scored_item``), plus the token affinity at its fitted weight."""
         return self.fine_tunes_backbone or bool(((self.item_count > 0) & (self.item_count <= self.max_shots)).any())
 
     def sample_support(self, items: torch.Tensor, users: torch.Tensor,
@@ -316,11 +368,22 @@ class FewShotRec(WarmBackboneRecommender):
         shots = torch.randint(0, self.max_shots + 1, (len(user),), device=user.device)
         scores = []
         for items in (pos_item, neg_item):  # both look new: K' of their buyers, never the row's user
-            support, support_len, times = self.sample_support(items, user, shots)
-            prior = self.content_prior(self.codes[items])
-            vectors = self.cold_item_embedding(prior, self.content(items), support, support_len)
-            scores.append((user_e * self.scored_item(vectors, prior, self.pace_bias(times, support_len))).sum(-1))
+            affinity = self.profiles.affinity(user, items, left_out=pos_item)  # the profile without the row's item
+            scores.append(self._row_score(user_e, items, user, shots) + self.affinity_weight[shots] * affinity)
         return -F.logsigmoid(scores[0] - scores[1]).mean()
+
+    def predict(self, interaction):
+        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        weight = self.affinity_weight[self.support_len[item]] * self.is_cold(item)
+        return super().predict(interaction) + weight * self.profiles.affinity(user, item)
+
+    def full_sort_predict(self, interaction):
+        user = interaction[self.USER_ID]
+        scores = super().full_sort_predict(interaction).view(len(user), -1)
+        cold = self.cold_items
+        tokens = self.profiles.item_vectors[cold] * self.affinity_weight[self.support_len[cold]].unsqueeze(-1)
+        scores[:, cold] += self.profiles.profiles(user) @ tokens.T
+        return scores.view(-1)
 
     # --- onboarding -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -366,7 +429,8 @@ class FewShotRec(WarmBackboneRecommender):
             times = ((bought - bought[:, :1]) * within).float()
         prior = self.content_prior(codes)
         vectors = self.cold_item_embedding(prior, content, support, lengths)
-        return OnboardedItems(self.scored_item(vectors, prior, self.pace_bias(times, lengths)), support, lengths)
+        tokens = self.profiles.vectors_from_raw(self.field2token_id, features) * self.affinity_weight[lengths].unsqueeze(-1)
+        return OnboardedItems(self.scored_item(vectors, prior, self.pace_bias(times, lengths)), support, lengths, tokens)
 
     @torch.no_grad()
     def score_onboarded(self, users: Sequence[str], items: OnboardedItems) -> torch.Tensor:
@@ -379,6 +443,6 @@ class FewShotRec(WarmBackboneRecommender):
         user_ids = torch.tensor([token_id[u] for u in users], dtype=torch.long, device=self.item_count.device)
         was_training = self.training
         self.eval()
-        scores = self.score_tables()[0][user_ids] @ items.embedding.T
+        scores = self.score_tables()[0][user_ids] @ items.embedding.T + self.profiles.profiles(user_ids) @ items.token_affinity.T
         self.train(was_training)
         return scores

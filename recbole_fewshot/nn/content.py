@@ -140,7 +140,8 @@ class NumericCode(nn.Module):
 class ItemContentEncoder(nn.Module):
     """Encodes items (by id, or by feature tensors for items added after training) from their content."""
 
-    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None = None, min_items: int | None = None):
+    def __init__(self, dataset, embedding_size: int, fields: Sequence[str] | None = None, min_items: int | None = None,
+                 log_fields: bool = True):
         super().__init__()
         min_items = pipeline_setting(dataset, "content_min_items") if min_items is None else min_items
         self.min_items = min_items
@@ -190,7 +191,8 @@ class ItemContentEncoder(nn.Module):
                 self.encoders[field] = nn.Linear(values.shape[-1], embedding_size)
         width = max(len(self.fields), 1) * embedding_size
         self.projection = nn.Linear(width, embedding_size)
-        getLogger().info(self.describe())
+        if log_fields:
+            getLogger().info(self.describe())
 
     def describe(self) -> str:
         """One line naming the item fields read and how each is coded (for the run's log)."""
