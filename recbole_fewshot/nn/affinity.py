@@ -4,7 +4,8 @@ An item is the tf-idf vector of the tokens of its categorical fields (title word
 least ``MIN_ITEMS`` items carry, scaled to unit length; a user's profile is the sum of their training
 items' vectors, and the affinity of a user and an item is the cosine of the two. Tokens shared by a few
 products (a design or a product line) link a new product to the buyers of its namesakes, which a map
-into a 64-dimensional space smooths away. Built on the training split alone.
+into a 64-dimensional space smooths away. The profiles read the training split's interactions alone; both
+tables are dense (items x W and users x W floats, W the number of tokens kept).
 """
 
 from __future__ import annotations
