@@ -142,6 +142,29 @@ def test_content_profile_scores_are_the_cosines_computed_by_hand(planted_k2, in_
 
 
 @pytest.mark.usefixtures("in_tmp")
+def test_content_profile_on_tokens_scores_the_tf_idf_cosines_computed_by_hand(planted_k2, in_tmp):
+    model, dataset = build("ContentProfile", planted_k2, in_tmp, content_vectors="tokens")
+    genre, tags = dataset.item_feat["genre"].numpy(), dataset.item_feat["tags"].numpy()
+    carried = [{("genre", int(genre[i]))} | {("tags", int(t)) for t in tags[i] if t} for i in range(dataset.item_num)]
+    items_with = {}
+    for tokens in carried[1:]:  # row 0 is the padding item
+        for token in tokens:
+            items_with[token] = items_with.get(token, 0) + 1
+    kept = sorted(token for token, count in items_with.items() if count >= 2)
+    idf = np.array([max(math.log((dataset.item_num - 1) / (1 + items_with[t])), 0.0) for t in kept])
+    vectors = unit_rows(np.array([[t in tokens for t in kept] for tokens in carried], dtype=float) * idf)
+    pairs, _ = training_pairs(dataset)
+    profiles = np.stack([vectors[pairs[pairs[:, 0] == user, 1]].mean(0) for user in range(1, dataset.user_num)])
+    expected = unit_rows(profiles) @ vectors.T
+    np.testing.assert_allclose(all_scores(model)[:, 1:], expected[:, 1:], **TOLERANCE)
+
+
+def test_content_profile_names_a_bad_content_vectors_setting(planted_k2, in_tmp):
+    with pytest.raises(ValueError, match="content_vectors must be one of codes, tokens"):
+        build("ContentProfile", planted_k2, in_tmp, content_vectors="words")
+
+
+@pytest.mark.usefixtures("in_tmp")
 def test_content_profile_without_item_features_scores_zero_and_warns(tmp_path, in_tmp, caplog):
     split = planted_split(tmp_path / "plain", shots=2, with_features=False)
     with caplog.at_level(logging.WARNING):

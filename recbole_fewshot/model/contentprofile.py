@@ -2,9 +2,11 @@ r"""ContentProfile: a floor: training-free content-based filtering.
 
 Classic content-based filtering (a user profile in the items' feature space, matched to items by cosine;
 e.g. Pazzani and Billsus, "Content-based recommendation systems", The Adaptive Web, 2007). An item's
-content is its training-free content vector (``ItemContentEncoder.content_vectors``: each field's fixed
-code scaled to unit length, concatenated). A user's profile is the mean content vector of the distinct
-items in their training history, and ``score(u, i) = cos(profile_u, content_i)``. Nothing is learned,
+content is its training-free content vector: with ``content_vectors: codes`` the pipeline's
+(``ItemContentEncoder.content_vectors``: each field's fixed code scaled to unit length, concatenated), with
+``tokens`` the tf-idf vector of its tokens on two or more items (``nn/affinity.py``). A user's profile is
+the mean content vector of the distinct items in their training history, and
+``score(u, i) = cos(profile_u, content_i)``. Nothing is learned,
 interactions of any item, new items' support interactions included, enter only through the profiles, and
 a user without history or an item without content scores 0 (every item, when the dataset has no item
 features).
@@ -19,7 +21,11 @@ from recbole.utils import InputType, ModelType
 from torch import nn
 
 from recbole_fewshot.model.abstract_recommender import ColdStartRecommender
+from recbole_fewshot.nn.affinity import TokenProfiles
+from recbole_fewshot.nn.content import ItemContentEncoder
 from recbole_fewshot.nn.floors import item_content_vectors, training_pairs
+
+CONTENT_VECTORS = ("codes", "tokens")
 
 
 class ContentProfile(ColdStartRecommender):
@@ -32,7 +38,14 @@ class ContentProfile(ColdStartRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        content = item_content_vectors(dataset, config["item_content_fields"]).double()
+        if config["content_vectors"] not in CONTENT_VECTORS:
+            raise ValueError(f"ContentProfile: content_vectors must be one of {', '.join(CONTENT_VECTORS)}, "
+                             f"got {config['content_vectors']!r}")
+        if config["content_vectors"] == "tokens":
+            tokens = TokenProfiles(dataset, ItemContentEncoder(dataset, 1, config["item_content_fields"]))
+            content = tokens.item_vectors.double()
+        else:
+            content = item_content_vectors(dataset, config["item_content_fields"]).double()
         self.warn_without_content(content.shape[1] > 0)
         users, items = training_pairs(self.train_interactions)
         history = torch.sparse_coo_tensor(torch.stack([users, items]), content.new_ones(len(users)),
