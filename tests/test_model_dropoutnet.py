@@ -91,3 +91,14 @@ def test_pretrained_bpr_checkpoint_is_the_frozen_backbone(planted_k0, in_tmp):
     for key in ("user_embedding.weight", "item_embedding.weight"):
         assert torch.equal(backbone.state_dict()[key], state[key]), key
     assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_the_search_space_draws_only_settings_the_model_accepts():
+    import yaml
+
+    from recbole_fewshot import tuning
+    from recbole_fewshot.registry import model_config_file
+
+    defaults = yaml.safe_load(model_config_file("DropoutNet").read_text())
+    kind, _, highest = tuning.search_space("DropoutNet")["dropout_prob"]
+    assert kind == "float" and highest + defaults["transform_prob"] <= 1, "a trial the model refuses wastes its budget"
