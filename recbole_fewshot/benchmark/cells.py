@@ -57,13 +57,18 @@ def list_models() -> list[str]:
     return sorted(registry.plugin_models()) + variants + list(registry.builtin_models())
 
 
+def benchmark_settings() -> dict:
+    """Every benchmark cell's settings (``properties/benchmark/settings.yaml``)."""
+    return yaml.safe_load((BENCHMARK_CONFIG_DIR / "settings.yaml").read_text(encoding="utf-8"))
+
+
 def cell_config(cell: Cell, split_name: str, split_path: Path, candidates: str, base: dict, out: Path,
                 tuned: dict | None = None) -> tuple[str, dict]:
     """The model name and the full config_dict of a cell: the benchmark's settings, the model's, its
     ``tuned`` settings (chosen on valid by ``tune``), then ``base`` (the user's)."""
     model, model_config = model_spec(cell.model)
     config = {
-        **yaml.safe_load((BENCHMARK_CONFIG_DIR / "settings.yaml").read_text(encoding="utf-8")),
+        **benchmark_settings(),
         **model_config,
         **(tuned or {}),
         **base,

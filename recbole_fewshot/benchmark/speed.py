@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from recbole_fewshot.benchmark.cells import BENCHMARK_CONFIG_DIR
+from recbole_fewshot.benchmark.cells import benchmark_settings
 
 
 def _peak_mb() -> float:
@@ -186,8 +185,7 @@ def bench_speed(dataset: str, shots: int, epochs: int, out: str, data_path: str 
             "encoder_epoch_s": encoder_epoch, "encoder_epoch_ratio": encoder_epoch / bpr_epoch,
             "encoder_eval_s": encoder_eval, "encoder_eval_ratio": encoder_eval / bpr_eval,
         }
-    benchmark = yaml.safe_load((BENCHMARK_CONFIG_DIR / "settings.yaml").read_text(encoding="utf-8"))
-    schedule = {key: benchmark[key] for key in ("epochs", "stopping_step")}
+    schedule = {key: value for key, value in benchmark_settings().items() if key in ("epochs", "stopping_step")}
     cells = {"backbone_cache_dir": str(Path(out) / "backbones"), **schedule, **(overrides or {})}
     figures["cells"], backbones = {}, []
     for label, (model, settings) in CELL_MODELS.items():

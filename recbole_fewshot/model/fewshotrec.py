@@ -102,6 +102,7 @@ class FewShotRec(WarmBackboneRecommender):
     trainer_class = FewShotRecTrainer
     NO_CONTENT_EFFECT = "a zero-shot item is the warm items' mean and K = 0 scores are no better than chance"
     USER_TABLE_CHUNK = 4096  # users encoded at once for the evaluation's user table (bounds the encoder's memory)
+    CACHED = ("_affinity_tables",)
 
     def __init__(self, config, dataset):
         check_settings(config)
@@ -192,8 +193,23 @@ class FewShotRec(WarmBackboneRecommender):
             margin = self._row_score(user_e, positives, users, shots) - self._row_score(user_e, negatives, users, shots)
             fits.append(fit_logistic_weight(margin, gain))
         self.affinity_weight.copy_(torch.tensor(fits).clamp_min(0.0))
+        self.drop_caches()
         getLogger().info(f"token affinity: weights for K = 0..{self.max_shots} fitted at "
                          + " ".join(f"{w:.3g}" for w in fits) + " (0 where below)")
+
+    def weighted_tokens(self, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Items' token vectors [N, W] times the affinity weight of their support sizes [N]."""
+        return vectors * self.affinity_weight[lengths].unsqueeze(-1)
+
+    def affinity_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user's unit token profile and the weighted token vectors of the cold items (``cold_items``),
+        computed once per evaluation."""
+        def compute():
+            cold = self.cold_items
+            every = torch.arange(self.n_users, device=cold.device)
+            return self.profiles.profiles(every), self.weighted_tokens(self.profiles.item_vectors[cold], self.support_len[cold])
+
+        return self.cached("_affinity_tables", compute)
 
     def _row_score(self, user_e: torch.Tensor, items: torch.Tensor, users: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
         """Scores [N] of ``items`` made to look new with their first ``shots`` buyers (never ``users``), without
@@ -380,9 +396,8 @@ class FewShotRec(WarmBackboneRecommender):
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
         scores = super().full_sort_predict(interaction).view(len(user), -1)
-        cold = self.cold_items
-        tokens = self.profiles.item_vectors[cold] * self.affinity_weight[self.support_len[cold]].unsqueeze(-1)
-        scores[:, cold] += self.profiles.profiles(user) @ tokens.T
+        profiles, tokens = self.affinity_tables()
+        scores[:, self.cold_items] += profiles[user] @ tokens.T
         return scores.view(-1)
 
     # --- onboarding -----------------------------------------------------------------------------
@@ -429,7 +444,7 @@ class FewShotRec(WarmBackboneRecommender):
             times = ((bought - bought[:, :1]) * within).float()
         prior = self.content_prior(codes)
         vectors = self.cold_item_embedding(prior, content, support, lengths)
-        tokens = self.profiles.vectors_from_raw(self.field2token_id, features) * self.affinity_weight[lengths].unsqueeze(-1)
+        tokens = self.weighted_tokens(self.profiles.vectors_from_raw(self.field2token_id, features), lengths)
         return OnboardedItems(self.scored_item(vectors, prior, self.pace_bias(times, lengths)), support, lengths, tokens)
 
     @torch.no_grad()
