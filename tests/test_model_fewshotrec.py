@@ -284,13 +284,41 @@ def _raw(train, field: str, item: int):
     return " ".join(tokens[int(v)] for v in value if int(v) > 0)
 
 
-@pytest.mark.parametrize("shots, freeze, one_epoch", [(0, True, True), (0, False, False), (2, True, False)])
-def test_k0_on_a_frozen_backbone_trains_one_epoch(tmp_path, shots, freeze, one_epoch):
+@pytest.mark.parametrize("shots, freeze, max_shots, no_episode",
+                         [(0, True, 10, True), (0, True, 40, True), (0, False, 10, False), (2, True, 10, False)])
+def test_k0_on_a_frozen_backbone_runs_no_episode(tmp_path, shots, freeze, max_shots, no_episode):
     """At K = 0 with a frozen backbone new items are their content map whatever the episodes learn, so
-    training stops after one epoch; with buyers, or a backbone to fine-tune, it runs its epochs."""
-    model, _, trainer, _ = build(tmp_path, shots=shots, train_epochs=3, freeze_backbone=freeze)
-    assert model.training_moves_new_items() is not one_epoch
-    assert trainer.epochs == (1 if one_epoch else 3)
+    the transfer start is the model and no episode runs, even where old items with few buyers (here, at
+    ``max_shots: 40``) are cold; with buyers, or a backbone to fine-tune, it runs its epochs."""
+    model, _, trainer, (_, valid, _) = build(tmp_path, shots=shots, train_epochs=3, freeze_backbone=freeze,
+                                             max_shots=max_shots)
+    if max_shots == 40:
+        assert ((model.item_count > 0) & (model.item_count <= model.max_shots)).any(), "cold old items with buyers"
+    assert model.training_moves(valid.candidate_items) is not no_episode
+    assert trainer.epochs == (0 if no_episode else 3)
+    assert len(trainer.train_loss_dict) == trainer.epochs
+
+
+def test_training_never_ends_below_the_transfer_start(tmp_path, monkeypatch):
+    """Episodes that only hurt (here each epoch scrambles the user correction) leave the transfer start as
+    the best epoch: the saved best model is the start, scored as the start was."""
+    from recbole_fewshot.trainer import FewShotRecTrainer
+
+    def scrambling_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        with torch.no_grad():
+            torch.nn.init.normal_(self.model.correction.weight, std=50.0)
+            torch.nn.init.normal_(self.model.correction.bias, std=50.0)
+        self.model.drop_caches()
+        return 0.0
+
+    monkeypatch.setattr(FewShotRecTrainer, "_train_epoch", scrambling_epoch)
+    model, _, trainer, (train_data, valid, _) = build(tmp_path, shots=2)
+    start = trainer.evaluate(valid, load_best_model=False, show_progress=False)[trainer.valid_metric]
+    best, _ = trainer.fit(train_data, valid, saved=True, show_progress=False)
+    assert len(trainer.train_loss_dict) >= 1, "the episodes ran"
+    assert best == pytest.approx(start, abs=1e-6), "the start stays the best"
+    assert torch.load(trainer.saved_model_file, weights_only=False)["epoch"] == -1, "the start is the saved best model"
+    assert trainer.evaluate(valid, load_best_model=True, show_progress=False)[trainer.valid_metric] == pytest.approx(start, abs=1e-6)
 
 
 def test_support_times_are_when_the_first_buyers_bought(tmp_path):

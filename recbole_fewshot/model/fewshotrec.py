@@ -21,8 +21,8 @@ Users and items live in the space of the warm BPR backbone the peers share (trai
 
 Training is by episodes: each row's positive and negative are made to look new, reading their first
 K' ~ U{0..max_shots} training buyers (never the row's user), as a new item has its first buyers at
-test; the user is encoded from the history before the positive. ``freeze_backbone: False``
-fine-tunes the backbone with the episode loss. Design choices and their valid figures: docs/fewshotrec.md.
+test; the user is encoded from the history before the positive; the trainer keeps the transfer start
+unless an episode beats it on valid. ``freeze_backbone: False`` fine-tunes the backbone with the episode loss. Design choices and their valid figures: docs/fewshotrec.md.
 
 References: Bertinetto et al., "Meta-learning with differentiable closed-form solvers", ICLR 2019 (a
 ridge solve as the inner loop); van den Oord et al., NeurIPS 2013 (content regressed onto warm
@@ -312,11 +312,11 @@ class FewShotRec(WarmBackboneRecommender):
         pace = self.pace_bias(self.support_times[items], support_len) * cold
         return self.scored_item(vectors, prior, pace)
 
-    def training_moves_new_items(self) -> bool:
-        """Whether the episodes can change a new item's score: not when the backbone stays frozen and no
-        cold item has a buyer (a K = 0 split), as every new item is then its content map, scored by the
+    def training_moves(self, items: torch.Tensor) -> bool:
+        """Whether the episodes can change the scores of ``items``: not when the backbone stays frozen and none
+        of them has a buyer (the new items of a K = 0 split), as each is then its content map, scored by the
         backbone user alone (``scored_item``), plus the token affinity at its fitted weight."""
-        return self.fine_tunes_backbone or bool(((self.item_count > 0) & (self.item_count <= self.max_shots)).any())
+        return self.fine_tunes_backbone or bool((self.item_count[items] > 0).any())
 
     def sample_support(self, items: torch.Tensor, users: torch.Tensor,
                        shots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
