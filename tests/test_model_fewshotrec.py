@@ -171,6 +171,16 @@ def test_the_affinity_weights_are_their_fit_never_below_zero(tmp_path, monkeypat
     assert torch.equal(model.affinity_weight, torch.zeros_like(model.affinity_weight))
 
 
+def test_affinity_scale_multiplies_the_fitted_weights(tmp_path, monkeypatch):
+    from recbole_fewshot.model import fewshotrec
+
+    monkeypatch.setattr(fewshotrec, "fit_logistic_weight", lambda margin, gain: 0.8)
+    model, *_ = build(tmp_path, shots=3, affinity_scale=2.5)
+    assert torch.allclose(model.affinity_weight, torch.full_like(model.affinity_weight, 2.0))
+    with pytest.raises(ValueError, match="affinity_scale"):
+        build(tmp_path, shots=3, affinity_scale=-1.0)
+
+
 def test_onboarding_names_support_users_it_does_not_know(trained, caplog):
     model, *_ = trained
     with caplog.at_level(logging.WARNING):

@@ -17,7 +17,8 @@ Users and items live in the space of the warm BPR backbone the peers share (trai
   warm items.
 * ``affinity = a_K cos(p_u, t_i)``: how much of the user's past purchases share the item's rarer tokens
   (tf-idf over the tokens on two or more items, ``nn/affinity.py``), ``a_K`` per support size fixed at
-  its logistic fit on warm items made to look new, never below 0.
+  ``affinity_scale`` times its logistic fit on warm items made to look new, never below 0 (the warm items'
+  own buyers and content map know them better than a new item's: the fit can undervalue the tokens).
 
 Training is by episodes: each row's positive and negative are made to look new, reading their first
 K' ~ U{0..max_shots} training buyers (never the row's user), as a new item has its first buyers at
@@ -55,6 +56,7 @@ CHOICES = {"behaviour_encoder": ("gru", "cnn")}
 # setting: (whole numbers only, lowest, highest, whether the highest is allowed); None: no bound
 RANGES = {"embedding_size": (True, 1, None, True), "max_history_len": (True, 1, None, True),
           "max_shots": (True, 0, None, True), "ridge_lambda": (False, 0, None, True),
+          "affinity_scale": (False, 0, None, True),
           "dropout_prob": (False, 0, 1, False)}
 SWITCHES = ("freeze_backbone",)
 REMOVED = ("alignment_weight", "buyer_overlap", "cnn_filters", "cnn_heights", "cold_negatives",
@@ -110,6 +112,7 @@ class FewShotRec(WarmBackboneRecommender):
         d = self.embedding_size
         self.fine_tunes_backbone = not config["freeze_backbone"]  # read by the trainer once the backbone is trained
         self.ridge_lambda = float(config["ridge_lambda"])
+        self.affinity_scale = float(config["affinity_scale"])
         self.fit_seed = int(config["seed"] or 0)
         self.field2token_id = dataset.field2token_id
         for name in ("history", "history_len", "item_ptr", "item_users", "item_times"):
@@ -171,7 +174,8 @@ class FewShotRec(WarmBackboneRecommender):
         item against each), of how much the affinity adds to the model's score at transfer:
         ``max_a sum log sigmoid(s_pos - s_neg + a (affinity_pos - affinity_neg))``, the user's profile without
         the row's item; none below 0: sharing an item's tokens is evidence of interest (a negative fit says more
-        about the popular warm items the fit is drawn from than about taste). The weights stay as fitted."""
+        about the popular warm items the fit is drawn from than about taste), times ``affinity_scale``. The weights
+        are not trained."""
         warm = self.warm_items
         if not self.profiles.width or len(warm) < 2:
             return
@@ -192,10 +196,10 @@ class FewShotRec(WarmBackboneRecommender):
             shots = torch.full_like(users, size)
             margin = self._row_score(user_e, positives, users, shots) - self._row_score(user_e, negatives, users, shots)
             fits.append(fit_logistic_weight(margin, gain))
-        self.affinity_weight.copy_(torch.tensor(fits).clamp_min(0.0))
+        self.affinity_weight.copy_(self.affinity_scale * torch.tensor(fits).clamp_min(0.0))
         self.drop_caches()
         getLogger().info(f"token affinity: weights for K = 0..{self.max_shots} fitted at "
-                         + " ".join(f"{w:.3g}" for w in fits) + " (0 where below)")
+                         + " ".join(f"{w:.3g}" for w in fits) + f" (0 where below), times {self.affinity_scale:g}")
 
     def weighted_tokens(self, vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Items' token vectors [N, W] times the affinity weight of their support sizes [N]."""
