@@ -23,7 +23,8 @@ Users and items live in the space of the warm BPR backbone the peers share (trai
 Training is by episodes: each row's positive and negative are made to look new, reading their first
 K' ~ U{0..max_shots} training buyers (never the row's user), as a new item has its first buyers at
 test; the user is encoded from the history before the positive; the trainer keeps the transfer start
-unless an episode beats it on valid. ``freeze_backbone: False`` fine-tunes the backbone with the episode loss. Design choices and their valid figures: docs/fewshotrec.md.
+unless an episode beats it on valid. ``freeze_backbone: False`` fine-tunes the backbone with the episode
+loss. Design choices and their valid figures: docs/fewshotrec.md.
 
 References: Bertinetto et al., "Meta-learning with differentiable closed-form solvers", ICLR 2019 (a
 ridge solve as the inner loop); van den Oord et al., NeurIPS 2013 (content regressed onto warm
