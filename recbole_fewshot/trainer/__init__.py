@@ -17,12 +17,11 @@ class FewShotRecTrainer(UserGroupedTrainer, WarmBackboneTrainer):
         super().prepare_backbone(train_data)
         self.model.prepare_transfer()
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """As RecBole's, with the transfer start (the model before any episode) evaluated first and kept as the
-        best epoch until an episode beats it on valid; no episode at all when valid ranks only new items and the
-        episodes cannot move them (a K = 0 split on a frozen backbone), as every epoch would repeat the start's
-        evaluation until early stopping."""
-        self.prepare_backbone(train_data)
+    def after_backbone(self, train_data, valid_data, verbose: bool, saved: bool, show_progress: bool) -> None:
+        """Before RecBole's epochs: the transfer start (the model before any episode) is scored on valid and
+        kept as the best epoch until an episode beats it; no episode at all when valid ranks only new items
+        and the episodes cannot move them (a K = 0 split on a frozen backbone), as every epoch would repeat
+        the start's evaluation until early stopping."""
         if valid_data and self.eval_step > 0 and self.start_epoch == 0:
             self.evaluate_transfer_start(train_data, valid_data, verbose, saved, show_progress)
         candidates = getattr(valid_data, "candidate_items", None)  # the valid phase's new items (fewshot_candidates: new)
@@ -30,13 +29,11 @@ class FewShotRecTrainer(UserGroupedTrainer, WarmBackboneTrainer):
             getLogger().info("FewShotRec: no new item has a buyer and the backbone is frozen, so new items are "
                              "their content map whatever the episodes learn: no episode")
             self.epochs = 0
-        # RecBole's loop; WarmBackboneTrainer.fit would prepare the backbone again
-        return super(WarmBackboneTrainer, self).fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def evaluate_transfer_start(self, train_data, valid_data, verbose: bool, saved: bool, show_progress: bool) -> None:
         """Score the transfer start on valid and make it the best so far (saved as epoch -1): the episodes'
         epochs are kept only where one beats it, so training never ends below the closed-form start."""
-        self.eval_collector.data_collect(train_data)
+        self.eval_collector.data_collect(train_data)  # RecBole's fit collects it too, after this evaluation
         self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
         if verbose:
             getLogger().info(f"transfer start, before any episode: valid_score {self.best_valid_score:f}")

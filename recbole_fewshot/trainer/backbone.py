@@ -152,7 +152,11 @@ class WarmBackboneTrainer(Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.prepare_backbone(train_data)
+        self.after_backbone(train_data, valid_data, verbose, saved, show_progress)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def after_backbone(self, train_data, valid_data, verbose: bool, saved: bool, show_progress: bool) -> None:
+        """What a model's trainer does between the backbone and the model's own epochs (nothing here)."""
 
     def prepare_backbone(self, train_data) -> None:
         logger = getLogger()
